@@ -70,7 +70,10 @@ pub fn broadcast_shape(a: &[usize], b: &[usize], op: &str) -> Result<Vec<usize>>
 
 /// Input `i`, which the op requires.
 pub fn req<'a>(inputs: &'a [Option<Tensor>], i: usize, op: &str) -> Result<&'a Tensor> {
-    inputs.get(i).and_then(Option::as_ref).ok_or_else(|| CpuError::invalid(op, format!("input {i} is required but missing")))
+    inputs
+        .get(i)
+        .and_then(Option::as_ref)
+        .ok_or_else(|| CpuError::invalid(op, format!("input {i} is required but missing")))
 }
 
 /// Input `i` if present.
@@ -85,50 +88,134 @@ pub fn opt(inputs: &[Option<Tensor>], i: usize) -> Option<&Tensor> {
 macro_rules! dispatch {
     (float, $dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            kiln_ir::DType::F32 => { type $T = f32; $body }
-            kiln_ir::DType::F64 => { type $T = f64; $body }
-            kiln_ir::DType::F16 => { type $T = half::f16; $body }
-            kiln_ir::DType::BF16 => { type $T = half::bf16; $body }
+            kiln_ir::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            kiln_ir::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            kiln_ir::DType::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            kiln_ir::DType::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
             other => Err($crate::CpuError::dtype($op, other)),
         }
     };
     (int, $dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            kiln_ir::DType::I8 => { type $T = i8; $body }
-            kiln_ir::DType::I16 => { type $T = i16; $body }
-            kiln_ir::DType::I32 => { type $T = i32; $body }
-            kiln_ir::DType::I64 => { type $T = i64; $body }
-            kiln_ir::DType::U8 => { type $T = u8; $body }
-            kiln_ir::DType::U16 => { type $T = u16; $body }
-            kiln_ir::DType::U32 => { type $T = u32; $body }
-            kiln_ir::DType::U64 => { type $T = u64; $body }
+            kiln_ir::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            kiln_ir::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            kiln_ir::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            kiln_ir::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            kiln_ir::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            kiln_ir::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            kiln_ir::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            kiln_ir::DType::U64 => {
+                type $T = u64;
+                $body
+            }
             other => Err($crate::CpuError::dtype($op, other)),
         }
     };
     (num, $dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt {
-            kiln_ir::DType::F32 => { type $T = f32; $body }
-            kiln_ir::DType::F64 => { type $T = f64; $body }
-            kiln_ir::DType::F16 => { type $T = half::f16; $body }
-            kiln_ir::DType::BF16 => { type $T = half::bf16; $body }
-            kiln_ir::DType::I8 => { type $T = i8; $body }
-            kiln_ir::DType::I16 => { type $T = i16; $body }
-            kiln_ir::DType::I32 => { type $T = i32; $body }
-            kiln_ir::DType::I64 => { type $T = i64; $body }
-            kiln_ir::DType::U8 => { type $T = u8; $body }
-            kiln_ir::DType::U16 => { type $T = u16; $body }
-            kiln_ir::DType::U32 => { type $T = u32; $body }
-            kiln_ir::DType::U64 => { type $T = u64; $body }
+            kiln_ir::DType::F32 => {
+                type $T = f32;
+                $body
+            }
+            kiln_ir::DType::F64 => {
+                type $T = f64;
+                $body
+            }
+            kiln_ir::DType::F16 => {
+                type $T = half::f16;
+                $body
+            }
+            kiln_ir::DType::BF16 => {
+                type $T = half::bf16;
+                $body
+            }
+            kiln_ir::DType::I8 => {
+                type $T = i8;
+                $body
+            }
+            kiln_ir::DType::I16 => {
+                type $T = i16;
+                $body
+            }
+            kiln_ir::DType::I32 => {
+                type $T = i32;
+                $body
+            }
+            kiln_ir::DType::I64 => {
+                type $T = i64;
+                $body
+            }
+            kiln_ir::DType::U8 => {
+                type $T = u8;
+                $body
+            }
+            kiln_ir::DType::U16 => {
+                type $T = u16;
+                $body
+            }
+            kiln_ir::DType::U32 => {
+                type $T = u32;
+                $body
+            }
+            kiln_ir::DType::U64 => {
+                type $T = u64;
+                $body
+            }
             other => Err($crate::CpuError::dtype($op, other)),
         }
     };
     // Any dtype, by storage: bool and FP8 as u8 (for data movement that copies elements).
     (any, $dt:expr, $op:expr, $T:ident => $body:expr) => {
         match $dt.size() {
-            1 => { type $T = u8; $body }
-            2 => { type $T = u16; $body }
-            4 => { type $T = u32; $body }
-            8 => { type $T = u64; $body }
+            1 => {
+                type $T = u8;
+                $body
+            }
+            2 => {
+                type $T = u16;
+                $body
+            }
+            4 => {
+                type $T = u32;
+                $body
+            }
+            8 => {
+                type $T = u64;
+                $body
+            }
             _ => Err($crate::CpuError::dtype($op, $dt)),
         }
     };

@@ -14,10 +14,17 @@ pub struct EvalContext<'a> {
 
 impl EvalContext<'_> {
     /// Runs `graph` with its formal inputs and the outer values it captures (by name).
-    pub fn run_graph(&self, graph: &Graph, inputs: &[Tensor], captures: &HashMap<String, Tensor>) -> Result<Vec<Tensor>> {
+    pub fn run_graph(
+        &self,
+        graph: &Graph,
+        inputs: &[Tensor],
+        captures: &HashMap<String, Tensor>,
+    ) -> Result<Vec<Tensor>> {
         let mut bound: Vec<(OutletId, Tensor)> = Vec::new();
         for c in &graph.captures {
-            let t = captures.get(&c.name).ok_or_else(|| CpuError::Graph(format!("captured value '{}' not provided", c.name)))?;
+            let t = captures
+                .get(&c.name)
+                .ok_or_else(|| CpuError::Graph(format!("captured value '{}' not provided", c.name)))?;
             bound.push((c.outlet, t.clone()));
         }
         if inputs.len() != graph.inputs.len() {
@@ -34,9 +41,14 @@ impl EvalContext<'_> {
 
     /// Splits a node's inputs into its formal inputs and the values its subgraphs
     /// capture (by name).
-    pub fn split_captures(&self, subgraphs: &[&Graph], inputs: &[Option<Tensor>]) -> Result<(Vec<Option<Tensor>>, HashMap<String, Tensor>)> {
+    pub fn split_captures(
+        &self,
+        subgraphs: &[&Graph],
+        inputs: &[Option<Tensor>],
+    ) -> Result<(Vec<Option<Tensor>>, HashMap<String, Tensor>)> {
         let names = captured_names(subgraphs);
-        let n_formal = inputs.len().checked_sub(names.len()).ok_or_else(|| CpuError::Graph("missing captured inputs".into()))?;
+        let n_formal =
+            inputs.len().checked_sub(names.len()).ok_or_else(|| CpuError::Graph("missing captured inputs".into()))?;
         let mut caps = HashMap::new();
         for (name, t) in names.into_iter().zip(&inputs[n_formal..]) {
             let t = t.clone().ok_or_else(|| CpuError::Graph(format!("captured value '{name}' is missing")))?;
@@ -80,18 +92,24 @@ pub fn run_named(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<
 /// Checks a given input against the graph's declared dtype and shape.
 fn check_input(name: &str, fact: &Fact, t: &Tensor, symbols: &mut HashMap<String, usize>) -> Result<()> {
     let err = |msg: String| CpuError::Input { name: name.to_string(), msg };
-    if let Some(d) = fact.dtype {
-        if d != t.dtype() {
+    if let Some(d) = fact.dtype
+        && d != t.dtype() {
             return Err(err(format!("expected dtype {d}, got {}", t.dtype())));
         }
-    }
     let Some(shape) = &fact.shape else { return Ok(()) };
     if shape.rank() != t.rank() {
-        return Err(err(format!("expected shape {shape}, got {:?} (rank {} vs {})", t.shape(), shape.rank(), t.rank())));
+        return Err(err(format!(
+            "expected shape {shape}, got {:?} (rank {} vs {})",
+            t.shape(),
+            shape.rank(),
+            t.rank()
+        )));
     }
     for (i, (d, &n)) in shape.0.iter().zip(t.shape()).enumerate() {
         match d {
-            Dim::Known(k) if *k != n => return Err(err(format!("expected shape {shape}, got {:?} (dim {i})", t.shape()))),
+            Dim::Known(k) if *k != n => {
+                return Err(err(format!("expected shape {shape}, got {:?} (dim {i})", t.shape())));
+            }
             Dim::Sym(s) => {
                 let bound = *symbols.entry(s.to_string()).or_insert(n);
                 if bound != n {
@@ -119,10 +137,19 @@ fn execute(graph: &Graph, bound: Vec<(OutletId, Tensor)>) -> Result<Vec<Tensor>>
             }
             continue;
         }
-        let inputs = node.inputs.iter().map(|i| i.map(|o| take_input(&mut values, &mut remaining, o)).transpose()).collect::<Result<Vec<_>>>()?;
+        let inputs = node
+            .inputs
+            .iter()
+            .map(|i| i.map(|o| take_input(&mut values, &mut remaining, o)).transpose())
+            .collect::<Result<Vec<_>>>()?;
         let outputs = eval_node(node, &inputs, &ctx)?;
         if outputs.len() < node.outputs.len() {
-            return Err(CpuError::Graph(format!("node '{}' produced {} outputs, {} expected", node.name, outputs.len(), node.outputs.len())));
+            return Err(CpuError::Graph(format!(
+                "node '{}' produced {} outputs, {} expected",
+                node.name,
+                outputs.len(),
+                node.outputs.len()
+            )));
         }
         for (slot, t) in outputs.into_iter().enumerate().take(node.outputs.len()) {
             if remaining.get(&OutletId::new(id, slot)).is_some() {
@@ -133,12 +160,20 @@ fn execute(graph: &Graph, bound: Vec<(OutletId, Tensor)>) -> Result<Vec<Tensor>>
     graph
         .outputs
         .iter()
-        .map(|o| values[o.node][o.slot].clone().ok_or_else(|| CpuError::Graph(format!("output '{}' was not computed", graph.outlet_name(*o)))))
+        .map(|o| {
+            values[o.node][o.slot]
+                .clone()
+                .ok_or_else(|| CpuError::Graph(format!("output '{}' was not computed", graph.outlet_name(*o))))
+        })
         .collect()
 }
 
 /// The value of `o`, dropped from the table after its last reader.
-fn take_input(values: &mut [Vec<Option<Tensor>>], remaining: &mut HashMap<OutletId, usize>, o: OutletId) -> Result<Tensor> {
+fn take_input(
+    values: &mut [Vec<Option<Tensor>>],
+    remaining: &mut HashMap<OutletId, usize>,
+    o: OutletId,
+) -> Result<Tensor> {
     let slot = &mut values[o.node][o.slot];
     let t = slot.clone().ok_or_else(|| CpuError::Graph(format!("value {o} read before it was computed")))?;
     if let Some(n) = remaining.get_mut(&o) {
@@ -151,7 +186,8 @@ fn take_input(values: &mut [Vec<Option<Tensor>>], remaining: &mut HashMap<Outlet
 }
 
 fn eval_node(node: &Node, inputs: &[Option<Tensor>], ctx: &EvalContext) -> Result<Vec<Tensor>> {
-    let wrap = |e: CpuError| CpuError::Node { node: node.name.clone(), op: node.op.name().to_string(), source: Box::new(e) };
+    let wrap =
+        |e: CpuError| CpuError::Node { node: node.name.clone(), op: node.op.name().to_string(), source: Box::new(e) };
     let n = node.outputs.len();
     match &node.op {
         Op::Input => Err(CpuError::Graph("input node evaluated".into())),
@@ -160,6 +196,8 @@ fn eval_node(node: &Node, inputs: &[Option<Tensor>], ctx: &EvalContext) -> Resul
         Op::Movement(op) => kernels::movement::eval(op, inputs, n, ctx),
         Op::Reduce(op) => kernels::reduce::eval(op, inputs, n, ctx),
         Op::Nn(op) => kernels::nn::eval(op, inputs, n, ctx),
+        Op::Vision(op) => kernels::vision::eval(op, inputs, n, ctx),
+        Op::Attention(op) => kernels::attention::eval(op, inputs, n, ctx),
         Op::Quant(op) => kernels::quant::eval(op, inputs, n, ctx),
         Op::Recurrent(op) => kernels::recurrent::eval(op, inputs, n, ctx),
         Op::Control(op) => kernels::control::eval(op, inputs, n, ctx),

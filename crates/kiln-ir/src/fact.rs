@@ -27,7 +27,7 @@ impl Dim {
     pub fn broadcast(&self, other: &Dim) -> Option<Dim> {
         match (self, other) {
             (Dim::Known(1), d) | (d, Dim::Known(1)) => Some(d.clone()),
-            (Dim::Known(a), Dim::Known(b)) => (a == b).then(|| Dim::Known(*a)),
+            (Dim::Known(a), Dim::Known(b)) => (a == b).then_some(Dim::Known(*a)),
             (a, b) if a == b => Some(a.clone()),
             (Dim::Known(n), _) | (_, Dim::Known(n)) => Some(Dim::Known(*n)),
             _ => Some(Dim::Unknown),

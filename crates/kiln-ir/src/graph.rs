@@ -147,7 +147,12 @@ impl Graph {
                     *next += 1;
                     let Some(p) = input.map(|o| o.node) else { continue };
                     match mark.get(p) {
-                        None => return Err(IrError::Graph(format!("node '{}' reads missing node #{p}", self.nodes[n].name))),
+                        None => {
+                            return Err(IrError::Graph(format!(
+                                "node '{}' reads missing node #{p}",
+                                self.nodes[n].name
+                            )));
+                        }
                         Some(Mark::Open) => {
                             return Err(IrError::Graph(format!("cycle through node '{}'", self.nodes[p].name)));
                         }

@@ -39,13 +39,7 @@ impl NetworkDefinition {
     }
 
     /// Adds a layer with one output per name in `outputs`; returns the outputs.
-    pub fn add_layer(
-        &mut self,
-        name: &str,
-        op: Op,
-        inputs: &[OutletId],
-        n_outputs: usize,
-    ) -> Result<Vec<OutletId>> {
+    pub fn add_layer(&mut self, name: &str, op: Op, inputs: &[OutletId], n_outputs: usize) -> Result<Vec<OutletId>> {
         self.add_layer_opt(name, op, inputs.iter().map(|&i| Some(i)).collect(), n_outputs)
     }
 
@@ -57,7 +51,8 @@ impl NetworkDefinition {
         inputs: Vec<Option<OutletId>>,
         n_outputs: usize,
     ) -> Result<Vec<OutletId>> {
-        let names = (0..n_outputs).map(|i| if n_outputs == 1 { name.to_string() } else { format!("{name}:{i}") }).collect();
+        let names =
+            (0..n_outputs).map(|i| if n_outputs == 1 { name.to_string() } else { format!("{name}:{i}") }).collect();
         let node = self.graph.add_node(name, op, inputs, names)?;
         Ok((0..n_outputs).map(|s| OutletId::new(node, s)).collect())
     }

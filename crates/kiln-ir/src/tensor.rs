@@ -168,11 +168,10 @@ impl Tensor {
 impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor<{}>{:?}", self.dtype, self.shape)?;
-        if self.len() <= 16 {
-            if let Ok(v) = self.to_f64_vec() {
+        if self.len() <= 16
+            && let Ok(v) = self.to_f64_vec() {
                 write!(f, " {v:?}")?;
             }
-        }
         Ok(())
     }
 }

@@ -71,7 +71,9 @@ pub fn build_graph(proto: &GraphProto, parent: Option<&mut dyn Resolver>, env: &
         add_node(&mut scope, &proto.node[i], i, &declared, env)?;
     }
     for out in &proto.output {
-        let o = scope.outlet(&out.name).ok_or_else(|| scope.err(format!("output '{}' is not produced by any node", out.name)))?;
+        let o = scope
+            .outlet(&out.name)
+            .ok_or_else(|| scope.err(format!("output '{}' is not produced by any node", out.name)))?;
         scope.graph.outputs.push(o);
     }
     Ok(scope.graph)
@@ -85,7 +87,8 @@ fn add_initializers(scope: &mut Scope, proto: &GraphProto, env: &ImportEnv) -> R
     for init in &proto.initializer {
         let t = tensor_from_proto(init, env.base_dir.as_deref())?;
         let fact = Fact::constant(t.clone());
-        let node = scope.graph.push_node(init.name.clone(), Op::Constant(t), vec![], vec![(init.name.clone(), fact)])?;
+        let node =
+            scope.graph.push_node(init.name.clone(), Op::Constant(t), vec![], vec![(init.name.clone(), fact)])?;
         scope.names.insert(init.name.clone(), OutletId::new(node, 0));
     }
     Ok(())
@@ -128,7 +131,8 @@ pub fn value_info_fact(vi: &ValueInfoProto) -> Result<Fact> {
 }
 
 fn type_fact(ty: &TypeProto, name: &str) -> Result<Fact> {
-    let unsupported = |kind: &str| OnnxError::Tensor { name: name.to_string(), msg: format!("{kind} values are not supported") };
+    let unsupported =
+        |kind: &str| OnnxError::Tensor { name: name.to_string(), msg: format!("{kind} values are not supported") };
     match &ty.value {
         None => Ok(Fact::unknown()),
         Some(type_proto::Value::TensorType(t)) => {
@@ -211,7 +215,13 @@ fn topological_order(proto: &GraphProto, scope: &Scope) -> Result<Vec<usize>> {
     Ok(order)
 }
 
-fn add_node(scope: &mut Scope, proto: &NodeProto, index: usize, declared: &HashMap<String, Fact>, env: &ImportEnv) -> Result<()> {
+fn add_node(
+    scope: &mut Scope,
+    proto: &NodeProto,
+    index: usize,
+    declared: &HashMap<String, Fact>,
+    env: &ImportEnv,
+) -> Result<()> {
     let name = if proto.name.is_empty() { format!("{}_{index}", proto.op_type) } else { proto.name.clone() };
     let node_err = |msg: String| OnnxError::Node { node: name.clone(), op_type: proto.op_type.clone(), msg };
     let mut inputs: Vec<Option<OutletId>> = Vec::with_capacity(proto.input.len());
@@ -219,11 +229,15 @@ fn add_node(scope: &mut Scope, proto: &NodeProto, index: usize, declared: &HashM
         if i.is_empty() {
             inputs.push(None);
         } else {
-            let o = scope.outlet(i).ok_or_else(|| node_err(format!("input '{i}' is not produced by any node, input or initializer")))?;
+            let o = scope
+                .outlet(i)
+                .ok_or_else(|| node_err(format!("input '{i}' is not produced by any node, input or initializer")))?;
             inputs.push(Some(o));
         }
     }
-    let opset = env.opset(&proto.domain).ok_or_else(|| node_err(format!("domain '{}' is not imported by the model", proto.domain)))?;
+    let opset = env
+        .opset(&proto.domain)
+        .ok_or_else(|| node_err(format!("domain '{}' is not imported by the model", proto.domain)))?;
     let input_facts = inputs.iter().map(|i| i.and_then(|o| scope.graph.fact(o).ok().cloned())).collect();
     let mut named = proto.clone();
     named.name = name.clone();
@@ -232,10 +246,17 @@ fn add_node(scope: &mut Scope, proto: &NodeProto, index: usize, declared: &HashM
         crate::ops::convert(&mut ctx)?
     };
     for c in captured_names(&op.subgraphs()) {
-        let o = scope.outlet(&c).ok_or_else(|| node_err(format!("subgraph reads '{c}', which is not defined in any enclosing graph")))?;
+        let o = scope
+            .outlet(&c)
+            .ok_or_else(|| node_err(format!("subgraph reads '{c}', which is not defined in any enclosing graph")))?;
         inputs.push(Some(o));
     }
-    let outputs: Vec<String> = proto.output.iter().enumerate().map(|(k, o)| if o.is_empty() { format!("{name}:unused{k}") } else { o.clone() }).collect();
+    let outputs: Vec<String> = proto
+        .output
+        .iter()
+        .enumerate()
+        .map(|(k, o)| if o.is_empty() { format!("{name}:unused{k}") } else { o.clone() })
+        .collect();
     let node = scope.graph.add_node(name, op, inputs, outputs.clone())?;
     for (slot, out) in outputs.iter().enumerate() {
         if let Some(d) = declared.get(out) {
@@ -263,4 +284,3 @@ fn merge_declared(fact: &mut Fact, declared: &Fact) {
         _ => {}
     }
 }
-

@@ -60,7 +60,8 @@ pub fn load(path: impl AsRef<Path>) -> Result<Model> {
 
 /// Loads a model from bytes; `base_dir` is where external-data files are.
 pub fn load_bytes(bytes: Bytes, base_dir: Option<PathBuf>) -> Result<Model> {
-    let proto = proto::ModelProto::decode(bytes).map_err(|source| OnnxError::Decode { path: "<bytes>".into(), source })?;
+    let proto =
+        proto::ModelProto::decode(bytes).map_err(|source| OnnxError::Decode { path: "<bytes>".into(), source })?;
     let mut opsets = BTreeMap::new();
     for o in &proto.opset_import {
         let domain = if o.domain == "ai.onnx" { String::new() } else { o.domain.clone() };

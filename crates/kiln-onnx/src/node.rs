@@ -129,9 +129,7 @@ impl<'a> NodeCtx<'a> {
     pub fn tensor(&self, name: &str) -> Result<Option<Tensor>> {
         let Some(a) = self.attr(name, AttributeType::Tensor)? else { return Ok(None) };
         let t = a.t.as_ref().ok_or_else(|| self.attr_err(name, "has no tensor"))?;
-        tensor_from_proto(t, self.env.base_dir.as_deref())
-            .map(Some)
-            .map_err(|e| self.attr_err(name, e.to_string()))
+        tensor_from_proto(t, self.env.base_dir.as_deref()).map(Some).map_err(|e| self.attr_err(name, e.to_string()))
     }
 
     /// An attribute holding an ONNX data type number (e.g. Cast's `to`).

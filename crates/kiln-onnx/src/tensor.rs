@@ -80,17 +80,25 @@ fn external_bytes(t: &TensorProto, base_dir: Option<&Path>) -> Result<Bytes> {
     let location = get("location").ok_or_else(|| err("external data without a location".into()))?;
     let rel = Path::new(location);
     if rel.is_absolute() || rel.components().any(|c| matches!(c, std::path::Component::ParentDir)) {
-        return Err(err(format!("external data location '{location}' must be a relative path inside the model's folder")));
+        return Err(err(format!(
+            "external data location '{location}' must be a relative path inside the model's folder"
+        )));
     }
     let parse = |k: &str| -> Result<Option<usize>> {
-        get(k).map(|v| v.parse::<usize>().map_err(|_| err(format!("external data {k} '{v}' is not a number")))).transpose()
+        get(k)
+            .map(|v| v.parse::<usize>().map_err(|_| err(format!("external data {k} '{v}' is not a number"))))
+            .transpose()
     };
     let offset = parse("offset")?.unwrap_or(0);
     let path = base_dir.unwrap_or(Path::new(".")).join(rel);
     let file = crate::map_file(&path)?;
     let length = parse("length")?.unwrap_or(file.len().saturating_sub(offset));
     let end = offset.checked_add(length).filter(|&e| e <= file.len()).ok_or_else(|| {
-        err(format!("external data [{offset}, +{length}) runs past the end of {} ({} bytes)", path.display(), file.len()))
+        err(format!(
+            "external data [{offset}, +{length}) runs past the end of {} ({} bytes)",
+            path.display(),
+            file.len()
+        ))
     })?;
     Ok(file.slice(offset..end))
 }

@@ -7,7 +7,12 @@ use num_traits::Float;
 use crate::array::{broadcast_shape, req, tensor, view};
 use crate::{CpuError, EvalContext, Result, dispatch};
 
-pub fn eval(op: &ElementwiseOp, inputs: &[Option<Tensor>], _n_outputs: usize, _ctx: &EvalContext) -> Result<Vec<Tensor>> {
+pub fn eval(
+    op: &ElementwiseOp,
+    inputs: &[Option<Tensor>],
+    _n_outputs: usize,
+    _ctx: &EvalContext,
+) -> Result<Vec<Tensor>> {
     let name = kiln_ir::ops::OpFamily::name(op);
     let out = match op {
         ElementwiseOp::Unary(u) => {

@@ -2,6 +2,7 @@
 //! takes the node's inputs (`None` for omitted optional ones) and the number of
 //! outputs the node has, and returns at least that many tensors.
 
+pub mod attention;
 pub mod control;
 pub mod elementwise;
 pub mod movement;
@@ -9,3 +10,4 @@ pub mod nn;
 pub mod quant;
 pub mod recurrent;
 pub mod reduce;
+pub mod vision;

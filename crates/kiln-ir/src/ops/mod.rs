@@ -3,6 +3,7 @@
 //!
 //! Ops are grouped by family, one file each; a family is a sub-enum.
 
+pub mod attention;
 pub mod control;
 pub mod elementwise;
 pub mod movement;
@@ -10,7 +11,9 @@ pub mod nn;
 pub mod quant;
 pub mod recurrent;
 pub mod reduce;
+pub mod vision;
 
+pub use attention::AttentionOp;
 pub use control::ControlOp;
 pub use elementwise::ElementwiseOp;
 pub use movement::MovementOp;
@@ -18,6 +21,7 @@ pub use nn::NnOp;
 pub use quant::QuantOp;
 pub use recurrent::RecurrentOp;
 pub use reduce::ReduceOp;
+pub use vision::VisionOp;
 
 use crate::{DType, Fact, Graph, IrError, Result, Shape, Tensor};
 
@@ -31,6 +35,8 @@ pub enum Op {
     Movement(MovementOp),
     Reduce(ReduceOp),
     Nn(NnOp),
+    Vision(VisionOp),
+    Attention(AttentionOp),
     Quant(QuantOp),
     Recurrent(RecurrentOp),
     Control(ControlOp),
@@ -58,6 +64,8 @@ macro_rules! each_family {
             Op::Movement($op) => $e,
             Op::Reduce($op) => $e,
             Op::Nn($op) => $e,
+            Op::Vision($op) => $e,
+            Op::Attention($op) => $e,
             Op::Quant($op) => $e,
             Op::Recurrent($op) => $e,
             Op::Control($op) => $e,
@@ -85,11 +93,7 @@ impl Op {
 
 /// Input `i`, which the op requires.
 pub fn required<'a>(inputs: &[Option<&'a Fact>], i: usize, op: &str) -> Result<&'a Fact> {
-    inputs
-        .get(i)
-        .copied()
-        .flatten()
-        .ok_or_else(|| IrError::invalid(op, format!("input {i} is required but missing")))
+    inputs.get(i).copied().flatten().ok_or_else(|| IrError::invalid(op, format!("input {i} is required but missing")))
 }
 
 /// Input `i` if it is present.
