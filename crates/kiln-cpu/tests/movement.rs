@@ -63,6 +63,12 @@ fn transpose_permutes_axes() {
     let v = vals(&y);
     // y[c, b, a] = x[a, b, c] = 1 + a*4550 + b*65 + c
     assert_eq!(v[(7 * 70 + 11) * 3 + 2], (1 + 2 * 4550 + 11 * 65 + 7) as f64);
+    // NCHW → NHWC-like: copied in tiles.
+    let y = run1(MovementOp::Transpose { perm: Some(vec![0, 2, 1]) }, iota(&[2, 40, 50]), vec![]).unwrap();
+    let v = vals(&y);
+    for (a, b, c) in [(0, 0, 0), (1, 49, 39), (1, 7, 33), (0, 31, 32)] {
+        assert_eq!(v[(a * 50 + b) * 40 + c], (1 + a * 2000 + c * 50 + b) as f64);
+    }
     assert!(run1(MovementOp::Transpose { perm: Some(vec![0, 0, 1]) }, iota(&[2, 2, 2]), vec![]).is_err());
 }
 
@@ -236,7 +242,29 @@ fn symbolic_dims_pass_through_inference() {
     assert_eq!(net.graph().fact(f).unwrap().shape, Some(Shape(vec![Dim::sym("batch"), Dim::Known(12)])));
     let s = net.add("s", Op::Movement(MovementOp::Shape { start: 1, end: None }), &[x]).unwrap();
     assert_eq!(net.graph().fact(s).unwrap().value.as_ref().unwrap().to_i64_vec().unwrap(), [3, 4]);
+    let target = net.add_constant("target", i64s(&[0, 2, -1]));
+    let r = net.add("r", Op::Movement(MovementOp::Reshape { allowzero: false }), &[x, target]).unwrap();
+    assert_eq!(net.graph().fact(r).unwrap().shape, Some(Shape(vec![Dim::sym("batch"), Dim::Known(2), Dim::Known(6)])));
     // Inference rejects bad axes when the graph is built.
     let bad = net.add("bad", Op::Movement(MovementOp::Concat { axis: 3 }), &[x, x]);
     assert!(bad.is_err());
+}
+
+/// Timing of the large copies real models use (run with --ignored --nocapture).
+#[test]
+#[ignore]
+fn timing_large_copies() {
+    let x = iota(&[1, 64, 160, 160]);
+    for (name, op, consts) in [
+        ("transpose nchw->nhwc", MovementOp::Transpose { perm: Some(vec![0, 2, 3, 1]) }, vec![]),
+        ("transpose swap hw", MovementOp::Transpose { perm: Some(vec![0, 1, 3, 2]) }, vec![]),
+        ("slice half channels", MovementOp::Slice { attrs: None }, vec![Some(i64s(&[32])), Some(i64s(&[64])), Some(i64s(&[1]))]),
+        ("gather rows", MovementOp::Gather { axis: 2 }, vec![Some(i64s(&(0..160).rev().collect::<Vec<_>>()))]),
+    ] {
+        let t = std::time::Instant::now();
+        for _ in 0..10 {
+            run1(op.clone(), x.clone(), consts.clone()).unwrap();
+        }
+        println!("{name}: {:?} per run", t.elapsed() / 10);
+    }
 }

@@ -285,27 +285,53 @@ pub fn reshape_dims(input: &[Dim], target: &[i64], allowzero: bool) -> Result<Ve
     if allowzero && infer_at.is_some() && target.contains(&0) {
         return Err(IrError::invalid(op, "allowzero with both 0 and -1 in the shape"));
     }
-    let total = dim_product(input);
-    let rest: Vec<Dim> = out.iter().enumerate().filter(|(i, _)| Some(*i) != infer_at).map(|(_, d)| d.clone()).collect();
-    let rest = dim_product(&rest);
     if let Some(i) = infer_at {
-        out[i] = match (&total, &rest) {
-            (Dim::Known(t), Dim::Known(r)) => {
-                if *r == 0 || t % r != 0 {
-                    return Err(IrError::invalid(op, format!("cannot reshape {t} elements with -1 over {r}")));
-                }
-                Dim::Known(t / r)
-            }
-            (t, Dim::Known(1)) => t.clone(),
-            (t, r) if t == r => Dim::Known(1),
-            _ => Dim::Unknown,
-        };
-    } else if let (Dim::Known(t), Dim::Known(r)) = (&total, &rest)
+        let rest: Vec<Dim> = out.iter().enumerate().filter(|(k, _)| *k != i).map(|(_, d)| d.clone()).collect();
+        out[i] = inferred_dim(input, &rest)?;
+    } else if let (Dim::Known(t), Dim::Known(r)) = (dim_product(input), dim_product(&out))
         && t != r
     {
         return Err(IrError::invalid(op, format!("cannot reshape {t} elements into {r}")));
     }
     Ok(out)
+}
+
+/// A dims list as (product of known dims, symbols); `None` if any dim is unknown.
+fn known_and_symbols(dims: &[Dim]) -> Option<(usize, Vec<&Dim>)> {
+    let mut known = 1usize;
+    let mut syms = Vec::new();
+    for d in dims {
+        match d {
+            Dim::Known(n) => known *= n,
+            Dim::Sym(_) => syms.push(d),
+            Dim::Unknown => return None,
+        }
+    }
+    Some((known, syms))
+}
+
+/// The dim a -1 stands for: the input's size over the other target dims, with the
+/// symbols they share cancelled (`[batch, 3, 4]` into `[batch, -1]` gives 12).
+fn inferred_dim(input: &[Dim], rest: &[Dim]) -> Result<Dim> {
+    let (Some((t, mut syms)), Some((r, rest_syms))) = (known_and_symbols(input), known_and_symbols(rest)) else {
+        return Ok(Dim::Unknown);
+    };
+    for s in rest_syms {
+        match syms.iter().position(|x| *x == s) {
+            Some(k) => {
+                syms.remove(k);
+            }
+            None => return Ok(Dim::Unknown),
+        }
+    }
+    match syms.as_slice() {
+        [] if r == 0 || t % r != 0 => {
+            Err(IrError::invalid("Reshape", format!("cannot reshape {t} elements with -1 over {r}")))
+        }
+        [] => Ok(Dim::Known(t / r)),
+        [s] if t == r => Ok((*s).clone()),
+        _ => Ok(Dim::Unknown),
+    }
 }
 
 fn infer_reshape(x: &Fact, shape: &Fact, allowzero: bool) -> Result<Vec<Fact>> {

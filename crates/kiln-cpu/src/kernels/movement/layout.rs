@@ -3,7 +3,7 @@
 
 use kiln_ir::ops::movement::{
     AxisSlice, DepthToSpaceMode, SliceAttrs, coalesce, concat_blocks, concat_plan, permutation, slice_axes,
-    slice_layout, split_sizes, strided_copy,
+    slice_layout, split_sizes, strided_copy, strides_of,
 };
 use kiln_ir::{Tensor, with_storage};
 use rayon::prelude::*;
@@ -30,6 +30,9 @@ pub fn strided(x: &Tensor, offset: isize, shape: &[usize], strides: &[isize]) ->
 
 fn par_strided_copy<T: Copy + Send + Sync>(src: &[T], offset: isize, shape: &[usize], strides: &[isize], out: &mut [T]) {
     let (sh, st) = coalesce(shape, strides);
+    if let Some(p) = tiled_axis(&sh, &st) {
+        return tiled_copy(src, offset, &sh, &st, p, out);
+    }
     if out.len() < PAR_MIN || sh.len() < 2 {
         return strided_copy(src, offset, &sh, &st, out);
     }
@@ -41,6 +44,47 @@ fn par_strided_copy<T: Copy + Send + Sync>(src: &[T], offset: isize, shape: &[us
         sub[0] = chunk.len() / row;
         strided_copy(src, offset + first as isize * st[0], &sub, &st, chunk);
     });
+}
+
+/// For transposes: an output axis (not the last) that reads the source contiguously
+/// while the last output axis does not. Copying tiles of these two axes keeps both
+/// the reads and the writes in cache.
+fn tiled_axis(sh: &[usize], st: &[isize]) -> Option<usize> {
+    let last = sh.len().checked_sub(1)?;
+    if st[last] == 1 || sh[last] < 8 {
+        return None;
+    }
+    (0..last).rev().find(|&k| st[k] == 1 && sh[k] >= 8)
+}
+
+fn tiled_copy<T: Copy>(src: &[T], offset: isize, sh: &[usize], st: &[isize], p: usize, out: &mut [T]) {
+    const TILE: usize = 32;
+    let last = sh.len() - 1;
+    let ost = strides_of(sh);
+    let (np, nj, sj, op) = (sh[p], sh[last], st[last], ost[p]);
+    let others: Vec<usize> = (0..last).filter(|&k| k != p).collect();
+    let n_outer: usize = others.iter().map(|&k| sh[k]).product();
+    for o in 0..n_outer {
+        let (mut rem, mut sbase, mut obase) = (o, offset, 0usize);
+        for &k in others.iter().rev() {
+            let c = rem % sh[k];
+            rem /= sh[k];
+            sbase += c as isize * st[k];
+            obase += c * ost[k];
+        }
+        for i0 in (0..np).step_by(TILE) {
+            let i1 = (i0 + TILE).min(np);
+            for j0 in (0..nj).step_by(TILE) {
+                for j in j0..(j0 + TILE).min(nj) {
+                    let s = (sbase + j as isize * sj) as usize;
+                    let row = &src[s + i0..s + i1];
+                    for (i, &v) in (i0..i1).zip(row) {
+                        out[obase + j + i * op] = v;
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// `x` read through a permutation of its axes.
