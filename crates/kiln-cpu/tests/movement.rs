@@ -92,7 +92,7 @@ fn concat_and_split_round_trip() {
     let mut net = NetworkDefinition::new("t");
     let a = net.add_input("a", DType::F32, Shape::known(&[2, 1]));
     let b = net.add_constant("b", f32s(&[2, 2], &[5.0, 6.0, 7.0, 8.0]));
-    let c = net.add(&"c", Op::Movement(MovementOp::Concat { axis: -1 }), &[a, b]).unwrap();
+    let c = net.add("c", Op::Movement(MovementOp::Concat { axis: -1 }), &[a, b]).unwrap();
     assert_eq!(net.graph().fact(c).unwrap().shape, Some(Shape::known(&[2, 3])));
     let split = MovementOp::Split { axis: 1, split: None, num_outputs: Some(2) };
     let parts = net.add_layer("s", Op::Movement(split), &[c], 2).unwrap();
@@ -146,7 +146,8 @@ fn pad_modes_and_negative_pads() {
     assert_eq!(vals(&run_pad(PadMode::Wrap, &[0, 2, 0, 0]).unwrap()), [2.0, 3.0, 1.0, 2.0, 3.0]);
     assert_eq!(vals(&run_pad(PadMode::Constant, &[1, -1, 0, 0]).unwrap()), [0.0, 0.0, 2.0, 3.0]);
     // Attribute form (opset < 11) with a fill value.
-    let y = run1(MovementOp::Pad { mode: PadMode::Constant, pads: Some(vec![0, 1, 0, 0]), value: 7.5 }, x.clone(), vec![]);
+    let y =
+        run1(MovementOp::Pad { mode: PadMode::Constant, pads: Some(vec![0, 1, 0, 0]), value: 7.5 }, x.clone(), vec![]);
     assert_eq!(vals(&y.unwrap()), [7.5, 1.0, 2.0, 3.0]);
     assert!(run_pad(PadMode::Constant, &[0, -5, 0, 0]).is_err());
 }
@@ -258,7 +259,11 @@ fn timing_large_copies() {
     for (name, op, consts) in [
         ("transpose nchw->nhwc", MovementOp::Transpose { perm: Some(vec![0, 2, 3, 1]) }, vec![]),
         ("transpose swap hw", MovementOp::Transpose { perm: Some(vec![0, 1, 3, 2]) }, vec![]),
-        ("slice half channels", MovementOp::Slice { attrs: None }, vec![Some(i64s(&[32])), Some(i64s(&[64])), Some(i64s(&[1]))]),
+        (
+            "slice half channels",
+            MovementOp::Slice { attrs: None },
+            vec![Some(i64s(&[32])), Some(i64s(&[64])), Some(i64s(&[1]))],
+        ),
         ("gather rows", MovementOp::Gather { axis: 2 }, vec![Some(i64s(&(0..160).rev().collect::<Vec<_>>()))]),
     ] {
         let t = std::time::Instant::now();

@@ -14,40 +14,99 @@ pub const FOLD_LIMIT: usize = 4096;
 #[derive(Clone, Debug)]
 pub enum MovementOp {
     /// Input 1 is the target shape; 0 copies the input dim unless `allowzero`.
-    Reshape { allowzero: bool },
-    Flatten { axis: i64 },
+    Reshape {
+        allowzero: bool,
+    },
+    Flatten {
+        axis: i64,
+    },
     /// `axes` is the attribute form (opset < 13); later, input 1.
-    Squeeze { axes: Option<Vec<i64>> },
-    Unsqueeze { axes: Option<Vec<i64>> },
-    Transpose { perm: Option<Vec<i64>> },
-    Concat { axis: i64 },
+    Squeeze {
+        axes: Option<Vec<i64>>,
+    },
+    Unsqueeze {
+        axes: Option<Vec<i64>>,
+    },
+    Transpose {
+        perm: Option<Vec<i64>>,
+    },
+    Concat {
+        axis: i64,
+    },
     /// `split` is the attribute form (opset < 13); later, input 1.
-    Split { axis: i64, split: Option<Vec<i64>>, num_outputs: Option<usize> },
+    Split {
+        axis: i64,
+        split: Option<Vec<i64>>,
+        num_outputs: Option<usize>,
+    },
     /// `attrs` is the attribute form (opset < 10); later, inputs 1..=4.
-    Slice { attrs: Option<SliceAttrs> },
-    Gather { axis: i64 },
-    GatherElements { axis: i64 },
-    GatherND { batch_dims: usize },
-    ScatterND { reduction: Reduction },
+    Slice {
+        attrs: Option<SliceAttrs>,
+    },
+    Gather {
+        axis: i64,
+    },
+    GatherElements {
+        axis: i64,
+    },
+    GatherND {
+        batch_dims: usize,
+    },
+    ScatterND {
+        reduction: Reduction,
+    },
     /// Also the deprecated `Scatter` (`legacy`).
-    ScatterElements { axis: i64, reduction: Reduction, legacy: bool },
+    ScatterElements {
+        axis: i64,
+        reduction: Reduction,
+        legacy: bool,
+    },
     Expand,
     Tile,
     /// `pads`/`value` are the attribute form (opset < 11); later, inputs 1..=3.
-    Pad { mode: PadMode, pads: Option<Vec<i64>>, value: f32 },
+    Pad {
+        mode: PadMode,
+        pads: Option<Vec<i64>>,
+        value: f32,
+    },
     Range,
-    Trilu { upper: bool },
-    OneHot { axis: i64 },
-    CumSum { exclusive: bool, reverse: bool },
-    DepthToSpace { blocksize: usize, mode: DepthToSpaceMode },
-    SpaceToDepth { blocksize: usize },
-    Compress { axis: Option<i64> },
+    Trilu {
+        upper: bool,
+    },
+    OneHot {
+        axis: i64,
+    },
+    CumSum {
+        exclusive: bool,
+        reverse: bool,
+    },
+    DepthToSpace {
+        blocksize: usize,
+        mode: DepthToSpaceMode,
+    },
+    SpaceToDepth {
+        blocksize: usize,
+    },
+    Compress {
+        axis: Option<i64>,
+    },
     NonZero,
-    Shape { start: i64, end: Option<i64> },
+    Shape {
+        start: i64,
+        end: Option<i64>,
+    },
     Size,
-    ConstantOfShape { value: Tensor },
-    EyeLike { dtype: Option<DType>, k: i64 },
-    ReverseSequence { batch_axis: usize, time_axis: usize },
+    ConstantOfShape {
+        value: Tensor,
+    },
+    EyeLike {
+        dtype: Option<DType>,
+        k: i64,
+    },
+    ReverseSequence {
+        batch_axis: usize,
+        time_axis: usize,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -146,9 +205,7 @@ impl OpFamily for MovementOp {
                 Ok(vec![Fact { dtype: x.dtype, shape: idx.shape.clone(), value: None }])
             }
             GatherND { batch_dims } => infer_gather_nd(x, required(inputs, 1, name)?, *batch_dims),
-            ScatterND { .. } | ScatterElements { .. } | Trilu { .. } | CumSum { .. } | ReverseSequence { .. } => {
-                same()
-            }
+            ScatterND { .. } | ScatterElements { .. } | Trilu { .. } | CumSum { .. } | ReverseSequence { .. } => same(),
             Expand => infer_expand(x, required(inputs, 1, name)?),
             Tile => infer_tile(x, required(inputs, 1, name)?),
             Pad { pads, .. } => {
@@ -342,7 +399,10 @@ fn infer_reshape(x: &Fact, shape: &Fact, allowzero: bool) -> Result<Vec<Fact>> {
     let input = x.shape.as_ref().map(|s| s.0.clone());
     let dims = match &input {
         Some(i) => reshape_dims(i, &target, allowzero)?,
-        None => target.iter().map(|&t| if t > 0 || (t == 0 && allowzero) { Dim::Known(t as usize) } else { Dim::Unknown }).collect(),
+        None => target
+            .iter()
+            .map(|&t| if t > 0 || (t == 0 && allowzero) { Dim::Known(t as usize) } else { Dim::Unknown })
+            .collect(),
     };
     let shape = Shape(dims);
     Ok(vec![fact_with_reshaped_value(x, shape)])
@@ -411,7 +471,9 @@ pub fn unsqueeze_dims(dims: &[Dim], axes: &[i64]) -> Result<Vec<Dim>> {
     let rank = dims.len() + axes.len();
     let axes = normalize_axes(axes, rank, "Unsqueeze")?;
     let mut rest = dims.iter();
-    Ok((0..rank).map(|i| if axes.contains(&i) { Dim::Known(1) } else { rest.next().cloned().unwrap_or(Dim::Unknown) }).collect())
+    Ok((0..rank)
+        .map(|i| if axes.contains(&i) { Dim::Known(1) } else { rest.next().cloned().unwrap_or(Dim::Unknown) })
+        .collect())
 }
 
 fn infer_unsqueeze(x: &Fact, axes: std::result::Result<Option<Vec<i64>>, ()>) -> Result<Vec<Fact>> {
@@ -474,7 +536,11 @@ fn infer_concat(inputs: &[Option<&Fact>], axis: i64) -> Result<Vec<Fact>> {
             *d = dim_merge(d, e);
         }
     }
-    dims[a] = if shapes.len() == facts.len() { dim_sum(&shapes.iter().map(|s| &s.0[a]).collect::<Vec<_>>()) } else { Dim::Unknown };
+    dims[a] = if shapes.len() == facts.len() {
+        dim_sum(&shapes.iter().map(|s| &s.0[a]).collect::<Vec<_>>())
+    } else {
+        Dim::Unknown
+    };
     let values: Option<Vec<&Tensor>> = facts.iter().map(|f| f.value.as_ref()).collect();
     let value = values.filter(|v| v.iter().all(|t| small(t))).and_then(|v| concat_tensors(&v, a).ok());
     Ok(vec![Fact { dtype, shape: Some(Shape(dims)), value }])
@@ -584,7 +650,8 @@ impl AxisSlice {
         let d = dim as i64;
         let norm = |v: i64| if v < 0 { v.saturating_add(d) } else { v };
         let (start, end) = (norm(start), norm(end));
-        let (start, end) = if step > 0 { (start.clamp(0, d), end.clamp(0, d)) } else { (start.clamp(0, d - 1), end.clamp(-1, d - 1)) };
+        let (start, end) =
+            if step > 0 { (start.clamp(0, d), end.clamp(0, d)) } else { (start.clamp(0, d - 1), end.clamp(-1, d - 1)) };
         let len = if step > 0 {
             if end > start { (end - start - 1) / step + 1 } else { 0 }
         } else if start > end {
@@ -656,7 +723,14 @@ fn infer_slice(x: &Fact, p: &SliceParams) -> Result<Vec<Fact>> {
         };
     }
     let value = x.value.as_ref().filter(|v| small(v)).and_then(|v| {
-        let sl = slice_axes(v.shape(), starts, ends, Some(&axes.iter().map(|&a| a as i64).collect::<Vec<_>>()), steps.as_deref()).ok()?;
+        let sl = slice_axes(
+            v.shape(),
+            starts,
+            ends,
+            Some(&axes.iter().map(|&a| a as i64).collect::<Vec<_>>()),
+            steps.as_deref(),
+        )
+        .ok()?;
         slice_tensor(v, &sl).ok()
     });
     Ok(vec![Fact { dtype: x.dtype, shape: Some(Shape(dims)), value }])
@@ -707,7 +781,8 @@ fn infer_expand(x: &Fact, shape: &Fact) -> Result<Vec<Fact>> {
     };
     let t = Shape(target.iter().map(|&v| to_usize(v, op, "shape value").map(Dim::Known)).collect::<Result<_>>()?);
     let Some(s) = &x.shape else { return Ok(vec![Fact::dtype_only_opt(x.dtype)]) };
-    let out = Shape::broadcast(&[s, &t]).ok_or_else(|| IrError::invalid(op, format!("{s} does not broadcast to {t}")))?;
+    let out =
+        Shape::broadcast(&[s, &t]).ok_or_else(|| IrError::invalid(op, format!("{s} does not broadcast to {t}")))?;
     Ok(vec![Fact { dtype: x.dtype, shape: Some(out), value: None }])
 }
 
@@ -720,19 +795,18 @@ fn infer_tile(x: &Fact, repeats: &Fact) -> Result<Vec<Fact>> {
     if r.len() != s.rank() {
         return Err(IrError::invalid(op, format!("{} repeats for rank {}", r.len(), s.rank())));
     }
-    let dims = s
-        .0
-        .iter()
-        .zip(&r)
-        .map(|(d, &k)| {
-            let k = to_usize(k, op, "repeat")?;
-            Ok(match d {
-                Dim::Known(n) => Dim::Known(n * k),
-                d if k == 1 => d.clone(),
-                _ => Dim::Unknown,
+    let dims =
+        s.0.iter()
+            .zip(&r)
+            .map(|(d, &k)| {
+                let k = to_usize(k, op, "repeat")?;
+                Ok(match d {
+                    Dim::Known(n) => Dim::Known(n * k),
+                    d if k == 1 => d.clone(),
+                    _ => Dim::Unknown,
+                })
             })
-        })
-        .collect::<Result<_>>()?;
+            .collect::<Result<_>>()?;
     Ok(vec![Fact { dtype: x.dtype, shape: Some(Shape(dims)), value: None }])
 }
 
@@ -763,19 +837,18 @@ fn infer_pad(x: &Fact, pads: Option<Vec<i64>>, axes: Option<Option<Vec<i64>>>) -
         return Ok(vec![Fact { dtype: x.dtype, shape: Some(Shape(vec![Dim::Unknown; s.rank()])), value: None }]);
     };
     let amounts = pad_amounts(s.rank(), &pads, axes.as_deref())?;
-    let dims = s
-        .0
-        .iter()
-        .zip(&amounts)
-        .map(|(d, &(b, e))| match d {
-            Dim::Known(n) => {
-                let v = *n as i64 + b + e;
-                to_usize(v, "Pad", "padded dim").map(Dim::Known)
-            }
-            d if b == 0 && e == 0 => Ok(d.clone()),
-            _ => Ok(Dim::Unknown),
-        })
-        .collect::<Result<_>>()?;
+    let dims =
+        s.0.iter()
+            .zip(&amounts)
+            .map(|(d, &(b, e))| match d {
+                Dim::Known(n) => {
+                    let v = *n as i64 + b + e;
+                    to_usize(v, "Pad", "padded dim").map(Dim::Known)
+                }
+                d if b == 0 && e == 0 => Ok(d.clone()),
+                _ => Ok(Dim::Unknown),
+            })
+            .collect::<Result<_>>()?;
     Ok(vec![Fact { dtype: x.dtype, shape: Some(Shape(dims)), value: None }])
 }
 
@@ -800,7 +873,8 @@ fn infer_range(inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
         }
     }
     let dtype = s.dtype.or(l.dtype).or(d.dtype);
-    let scalars = [s, l, d].map(|f| f.value.as_ref().and_then(|t| t.to_f64_vec().ok()).and_then(|v| v.first().copied()));
+    let scalars =
+        [s, l, d].map(|f| f.value.as_ref().and_then(|t| t.to_f64_vec().ok()).and_then(|v| v.first().copied()));
     let (shape, value) = match scalars {
         [Some(a), Some(b), Some(c)] => {
             let n = range_len(a, b, c)?;
@@ -873,7 +947,9 @@ pub fn shape_range(rank: usize, start: i64, end: Option<i64>) -> (usize, usize) 
 }
 
 fn infer_shape(x: &Fact, start: i64, end: Option<i64>) -> Fact {
-    let Some(s) = &x.shape else { return Fact { dtype: Some(DType::I64), shape: Some(Shape(vec![Dim::Unknown])), value: None } };
+    let Some(s) = &x.shape else {
+        return Fact { dtype: Some(DType::I64), shape: Some(Shape(vec![Dim::Unknown])), value: None };
+    };
     let (a, b) = shape_range(s.rank(), start, end);
     let dims = &s.0[a..b];
     let value = Shape(dims.to_vec())
@@ -886,7 +962,9 @@ fn infer_constant_of_shape(shape: &Fact, value: &Tensor) -> Result<Vec<Fact>> {
     let op = "ConstantOfShape";
     let dims = match const_ints(Some(shape)) {
         Some(v) => Some(Shape(v.iter().map(|&d| to_usize(d, op, "dim").map(Dim::Known)).collect::<Result<_>>()?)),
-        None => shape.shape.as_ref().and_then(|s| s.0.first()).and_then(Dim::known).map(|n| Shape(vec![Dim::Unknown; n])),
+        None => {
+            shape.shape.as_ref().and_then(|s| s.0.first()).and_then(Dim::known).map(|n| Shape(vec![Dim::Unknown; n]))
+        }
     };
     let folded = dims.as_ref().and_then(Shape::as_known).filter(|d| d.iter().product::<usize>() <= FOLD_LIMIT);
     let folded = folded.and_then(|d| fill_tensor(value, d).ok());
@@ -1080,7 +1158,7 @@ pub fn resolve_indices(indices: &[i64], dim: usize, op: &str) -> Result<Vec<usiz
 
 /// Gather along an axis as block copies: `data` is [outer, dim, inner].
 pub fn gather_blocks<T: Copy>(data: &[T], dim: usize, inner: usize, indices: &[usize], out: &mut Vec<T>) {
-    let outer = if dim * inner == 0 { 0 } else { data.len() / (dim * inner) };
+    let outer = data.len().checked_div(dim * inner).unwrap_or(0);
     for o in 0..outer {
         let base = o * dim * inner;
         for &i in indices {

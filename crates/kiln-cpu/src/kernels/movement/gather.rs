@@ -84,7 +84,7 @@ pub(super) fn nd_offsets(data: &[usize], indices: &Tensor, b: usize, op: &str) -
         .enumerate()
         .map(|(n, tuple)| {
             let tuple = if k == 0 { &[][..] } else { tuple };
-            let mut p = if per_batch == 0 { 0 } else { n / per_batch * batch_stride };
+            let mut p = n.checked_div(per_batch).unwrap_or(0) * batch_stride;
             for (j, &i) in tuple.iter().enumerate() {
                 p += index_in(i, data[b + j], op)? * st[b + j];
             }

@@ -28,7 +28,13 @@ pub fn strided(x: &Tensor, offset: isize, shape: &[usize], strides: &[isize]) ->
     })
 }
 
-fn par_strided_copy<T: Copy + Send + Sync>(src: &[T], offset: isize, shape: &[usize], strides: &[isize], out: &mut [T]) {
+fn par_strided_copy<T: Copy + Send + Sync>(
+    src: &[T],
+    offset: isize,
+    shape: &[usize],
+    strides: &[isize],
+    out: &mut [T],
+) {
     let (sh, st) = coalesce(shape, strides);
     if let Some(p) = tiled_axis(&sh, &st) {
         return tiled_copy(src, offset, &sh, &st, p, out);
@@ -153,7 +159,8 @@ pub fn tile(x: &Tensor, repeats: &Tensor) -> Result<Tensor> {
 }
 
 fn dims4(x: &Tensor, op: &str) -> Result<[usize; 4]> {
-    <[usize; 4]>::try_from(x.shape()).map_err(|_| CpuError::invalid(op, format!("input must be 4-D, got {:?}", x.shape())))
+    <[usize; 4]>::try_from(x.shape())
+        .map_err(|_| CpuError::invalid(op, format!("input must be 4-D, got {:?}", x.shape())))
 }
 
 pub fn depth_to_space(x: &Tensor, b: usize, mode: DepthToSpaceMode) -> Result<Tensor> {
@@ -186,7 +193,10 @@ pub fn concat(inputs: &[Option<Tensor>], axis: i64) -> Result<Tensor> {
     let ts: Vec<&Tensor> = inputs.iter().flatten().collect();
     let first = ts.first().ok_or_else(|| CpuError::invalid("Concat", "no inputs"))?;
     if let Some(t) = ts.iter().find(|t| t.dtype() != first.dtype()) {
-        return Err(CpuError::invalid("Concat", format!("inputs differ in dtype: {} and {}", first.dtype(), t.dtype())));
+        return Err(CpuError::invalid(
+            "Concat",
+            format!("inputs differ in dtype: {} and {}", first.dtype(), t.dtype()),
+        ));
     }
     let a = axis_of(axis, first.rank(), "Concat")?;
     let shapes: Vec<&[usize]> = ts.iter().map(|t| t.shape()).collect();

@@ -41,7 +41,13 @@ fn reflect(p: i64, d: i64) -> i64 {
     if m < d { m } else { period - m }
 }
 
-pub fn pad(x: &Tensor, mode: PadMode, pads_attr: Option<&[i64]>, value: f32, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+pub fn pad(
+    x: &Tensor,
+    mode: PadMode,
+    pads_attr: Option<&[i64]>,
+    value: f32,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let op = "Pad";
     let input = |i: usize| inputs.get(i).and_then(Option::as_ref);
     let pads = match pads_attr {
@@ -57,12 +63,8 @@ pub fn pad(x: &Tensor, mode: PadMode, pads_attr: Option<&[i64]>, value: f32, inp
         Some(c) => c.clone(),
         None => scalar_of(x.dtype(), value as f64, op)?,
     };
-    let maps = x
-        .shape()
-        .iter()
-        .zip(&amounts)
-        .map(|(&d, &(b, e))| axis_map(d, b, e, mode))
-        .collect::<Result<Vec<_>>>()?;
+    let maps =
+        x.shape().iter().zip(&amounts).map(|(&d, &(b, e))| axis_map(d, b, e, mode)).collect::<Result<Vec<_>>>()?;
     let shape: Vec<usize> = maps.iter().map(Vec::len).collect();
     let st = strides_of(x.shape());
     with_storage!(x.dtype(), T => {

@@ -31,7 +31,13 @@ fn combine(data: &Tensor, updates: &Tensor, moves: &Moves, block: usize, r: Redu
     })
 }
 
-fn apply<T: Element>(data: &Tensor, updates: &Tensor, moves: &Moves, block: usize, f: impl Fn(T, T) -> T) -> Result<Tensor> {
+fn apply<T: Element>(
+    data: &Tensor,
+    updates: &Tensor,
+    moves: &Moves,
+    block: usize,
+    f: impl Fn(T, T) -> T,
+) -> Result<Tensor> {
     let mut out = data.to_vec::<T>()?;
     let upd = updates.as_slice::<T>()?;
     for &(dst, src) in moves {
@@ -60,7 +66,12 @@ pub fn scatter_elements(data: &Tensor, indices: &Tensor, updates: &Tensor, axis:
     if indices.shape() != updates.shape() || indices.rank() != data.rank() {
         return Err(CpuError::invalid(
             op,
-            format!("indices {:?}, updates {:?} and data {:?} do not fit", indices.shape(), updates.shape(), data.shape()),
+            format!(
+                "indices {:?}, updates {:?} and data {:?} do not fit",
+                indices.shape(),
+                updates.shape(),
+                data.shape()
+            ),
         ));
     }
     let a = axis_of(axis, data.rank(), op)?;
