@@ -6,11 +6,17 @@ use kiln_onnx::{OnnxError, load_bytes};
 use prost::Message;
 
 fn f32_input(name: &str, dims: &[i64]) -> ValueInfoProto {
-    let dim = dims.iter().map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), denotation: String::new() }).collect();
+    let dim = dims
+        .iter()
+        .map(|&d| Dimension { value: Some(dimension::Value::DimValue(d)), denotation: String::new() })
+        .collect();
     ValueInfoProto {
         name: name.into(),
         r#type: Some(TypeProto {
-            value: Some(type_proto::Value::TensorType(TensorTypeProto { elem_type: 1, shape: Some(TensorShapeProto { dim }) })),
+            value: Some(type_proto::Value::TensorType(TensorTypeProto {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim }),
+            })),
             denotation: String::new(),
         }),
         doc_string: String::new(),
@@ -74,7 +80,8 @@ fn a_cycle_is_named() {
 
 #[test]
 fn a_dangling_input_names_node_and_value() {
-    let e = err_of(model(vec![node("Add", "adder", &["x", "nowhere"], &["y"])], vec![f32_input("x", &[2])], &["y"], 17));
+    let e =
+        err_of(model(vec![node("Add", "adder", &["x", "nowhere"], &["y"])], vec![f32_input("x", &[2])], &["y"], 17));
     assert!(e.contains("adder") && e.contains("nowhere"), "{e}");
 }
 
@@ -114,7 +121,13 @@ fn an_attribute_of_the_wrong_type_is_named() {
 
 #[test]
 fn a_wrong_size_initializer_is_named() {
-    let init = TensorProto { name: "w".into(), dims: vec![4], data_type: 1, raw_data: Bytes::from(vec![0u8; 8]), ..Default::default() };
+    let init = TensorProto {
+        name: "w".into(),
+        dims: vec![4],
+        data_type: 1,
+        raw_data: Bytes::from(vec![0u8; 8]),
+        ..Default::default()
+    };
     let m = ModelProto {
         ir_version: 8,
         graph: Some(GraphProto {
