@@ -163,7 +163,9 @@ impl Resize {
                         return Err(IrError::invalid(name, format!("scale {sc} must be positive")));
                     }
                     axis_scales[a] = sc as f64;
-                    out_shape[a] = (sc as f64 * in_shape[a] as f64) as usize;
+                    // In f32, as ONNX Runtime (the reference uses f64): 60 × 2.3f is 138,
+                    // not 137.99….
+                    out_shape[a] = (sc * in_shape[a] as f32) as usize;
                 }
             }
             (None, Some(z)) => {
