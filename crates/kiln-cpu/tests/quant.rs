@@ -114,7 +114,7 @@ fn bad_axis_and_shapes_are_errors() {
     let mut net = NetworkDefinition::new("bad");
     let xi = net.add_input("x", DType::F32, Shape::known(&[2, 3]));
     let s = net.add_constant("s", scale.clone());
-    assert!(net.add(&"q".to_string(), quantize(5, 0, true), &[xi, s]).is_err());
+    assert!(net.add("q", quantize(5, 0, true), &[xi, s]).is_err());
     // Per-axis scale of the wrong length, caught at run time too.
     assert!(run_layer(quantize(0, 0, true), vec![Some(x.clone()), Some(scale)], 1).is_err());
     let w = t(&[1, 2, 1, 1], vec![1u8, 1]);

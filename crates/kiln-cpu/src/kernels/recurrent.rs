@@ -52,8 +52,8 @@ fn to_tensor(dtype: DType, a: ArrayD<f64>) -> Result<Tensor> {
     let v: Vec<f64> = a.iter().copied().collect();
     Ok(match dtype {
         DType::F64 => Tensor::from_vec(shape, v)?,
-        DType::F16 => Tensor::from_vec(shape, v.into_iter().map(|x| half::f16::from_f64(x)).collect())?,
-        DType::BF16 => Tensor::from_vec(shape, v.into_iter().map(|x| half::bf16::from_f64(x)).collect())?,
+        DType::F16 => Tensor::from_vec(shape, v.into_iter().map(half::f16::from_f64).collect())?,
+        DType::BF16 => Tensor::from_vec(shape, v.into_iter().map(half::bf16::from_f64).collect())?,
         _ => Tensor::from_vec(shape, v.into_iter().map(|x| x as f32).collect())?,
     })
 }
