@@ -25,7 +25,19 @@ pub fn eval(op: &AttentionOp, inputs: &[Option<Tensor>], n_outputs: usize, _ctx:
 trait Acc: Float + Send + Sync + Default + std::iter::Sum + 'static {
     /// C (m×n) = alpha · A (m×k) · B (k×n), all row-major-ish through explicit strides.
     #[allow(clippy::too_many_arguments)]
-    fn gemm(m: usize, k: usize, n: usize, alpha: Self, a: &[Self], rsa: isize, csa: isize, b: &[Self], rsb: isize, csb: isize, c: &mut [Self]);
+    fn gemm(
+        m: usize,
+        k: usize,
+        n: usize,
+        alpha: Self,
+        a: &[Self],
+        rsa: isize,
+        csa: isize,
+        b: &[Self],
+        rsb: isize,
+        csb: isize,
+        c: &mut [Self],
+    );
 }
 
 macro_rules! acc {
@@ -68,9 +80,11 @@ fn to_acc<T: Element + NumCast + Copy, A: Acc>(t: &Tensor) -> Result<Vec<A>> {
 }
 
 fn from_acc<T: Element + NumCast, A: Acc>(v: Vec<A>, shape: Vec<usize>) -> Result<Tensor> {
-    let data: Vec<T> = v.into_iter().map(|x| <T as NumCast>::from(x)).collect::<Option<_>>().ok_or_else(|| {
-        CpuError::invalid(OP, "value not representable in the output dtype")
-    })?;
+    let data: Vec<T> = v
+        .into_iter()
+        .map(|x| <T as NumCast>::from(x))
+        .collect::<Option<_>>()
+        .ok_or_else(|| CpuError::invalid(OP, "value not representable in the output dtype"))?;
     Ok(Tensor::from_vec(shape, data)?)
 }
 
@@ -90,10 +104,13 @@ impl<A: Acc> Heads<A> {
         match *t.shape() {
             [batch, heads, seq, size] => Ok(Heads { data, batch, heads, seq, size, packed: false }),
             [batch, seq, hidden] => {
-                let heads = n_heads
-                    .ok_or_else(|| CpuError::invalid(OP, "3-D inputs need q_num_heads and kv_num_heads"))?;
+                let heads =
+                    n_heads.ok_or_else(|| CpuError::invalid(OP, "3-D inputs need q_num_heads and kv_num_heads"))?;
                 if heads == 0 || hidden % heads != 0 {
-                    return Err(CpuError::invalid(OP, format!("{what} hidden size {hidden} not divisible by {heads} heads")));
+                    return Err(CpuError::invalid(
+                        OP,
+                        format!("{what} hidden size {hidden} not divisible by {heads} heads"),
+                    ));
                 }
                 Ok(Heads { data, batch, heads, seq, size: hidden / heads, packed: true })
             }
@@ -173,7 +190,10 @@ impl<A: Acc> Bias<A> {
                 full[4 - shape.len()..].copy_from_slice(shape);
                 let width = full[3];
                 if width > dims[3] {
-                    return Err(CpuError::invalid(OP, format!("attn_mask is wider ({width}) than the keys ({})", dims[3])));
+                    return Err(CpuError::invalid(
+                        OP,
+                        format!("attn_mask is wider ({width}) than the keys ({})", dims[3]),
+                    ));
                 }
                 let mut strides = [0usize; 4];
                 let mut s = 1;
@@ -230,7 +250,11 @@ fn softmax_row<A: Acc>(row: &mut [A]) {
     }
 }
 
-fn attention<T: Element + NumCast + Copy, A: Acc>(a: &Attention, inputs: &[Option<Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
+fn attention<T: Element + NumCast + Copy, A: Acc>(
+    a: &Attention,
+    inputs: &[Option<Tensor>],
+    n_outputs: usize,
+) -> Result<Vec<Tensor>> {
     let (qt, kt, vt) = (req(inputs, 0, OP)?, req(inputs, 1, OP)?, req(inputs, 2, OP)?);
     if qt.rank() != kt.rank() || qt.rank() != vt.rank() {
         return Err(CpuError::invalid(OP, "Q, K and V must have the same rank"));
@@ -252,7 +276,10 @@ fn attention<T: Element + NumCast + Copy, A: Acc>(a: &Attention, inputs: &[Optio
         return Err(CpuError::invalid(OP, "Q, K and V shapes are inconsistent"));
     }
     if k.heads == 0 || q.heads % k.heads != 0 {
-        return Err(CpuError::invalid(OP, format!("{} query heads are not a multiple of {} kv heads", q.heads, k.heads)));
+        return Err(CpuError::invalid(
+            OP,
+            format!("{} query heads are not a multiple of {} kv heads", q.heads, k.heads),
+        ));
     }
     let (lq, total, dv) = (q.seq, k.seq, v.size);
     let dims = [q.batch, q.heads, lq, total];

@@ -32,7 +32,11 @@ pub fn eval(op: &RecurrentOp, inputs: &[Option<Tensor>], _n_outputs: usize, _ctx
         y_c.slice_mut(s![d, .., ..]).assign(&cf);
     }
     let (y, y_h, y_c) = if rnn.batch_first {
-        (y.permuted_axes([2, 0, 1, 3]).into_dyn(), y_h.permuted_axes([1, 0, 2]).into_dyn(), y_c.permuted_axes([1, 0, 2]).into_dyn())
+        (
+            y.permuted_axes([2, 0, 1, 3]).into_dyn(),
+            y_h.permuted_axes([1, 0, 2]).into_dyn(),
+            y_c.permuted_axes([1, 0, 2]).into_dyn(),
+        )
     } else {
         (y.into_dyn(), y_h.into_dyn(), y_c.into_dyn())
     };
@@ -48,8 +52,8 @@ fn to_tensor(dtype: DType, a: ArrayD<f64>) -> Result<Tensor> {
     let v: Vec<f64> = a.iter().copied().collect();
     Ok(match dtype {
         DType::F64 => Tensor::from_vec(shape, v)?,
-        DType::F16 => Tensor::from_vec(shape, v.into_iter().map(|x| half::f16::from_f64(x)).collect())?,
-        DType::BF16 => Tensor::from_vec(shape, v.into_iter().map(|x| half::bf16::from_f64(x)).collect())?,
+        DType::F16 => Tensor::from_vec(shape, v.into_iter().map(half::f16::from_f64).collect())?,
+        DType::BF16 => Tensor::from_vec(shape, v.into_iter().map(half::bf16::from_f64).collect())?,
         _ => Tensor::from_vec(shape, v.into_iter().map(|x| x as f32).collect())?,
     })
 }
@@ -200,7 +204,8 @@ impl Problem {
                             reset[[bi, j]] = act(0, g(bi, 1, j) + rr(bi, 1, j));
                         }
                     }
-                    let gated: Array2<f64> = if *linear_before_reset { Array2::zeros((0, 0)) } else { (&reset * &h).dot(&rh.t()) };
+                    let gated: Array2<f64> =
+                        if *linear_before_reset { Array2::zeros((0, 0)) } else { (&reset * &h).dot(&rh.t()) };
                     for bi in 0..batch {
                         for j in 0..hidden {
                             let z = act(0, g(bi, 0, j) + rr(bi, 0, j));
@@ -215,12 +220,14 @@ impl Problem {
                     }
                 }
                 RecurrentOp::Lstm { input_forget, .. } => {
-                    let (pi, po, pf) = (peep.slice(s![..hidden]), peep.slice(s![hidden..2 * hidden]), peep.slice(s![2 * hidden..]));
+                    let (pi, po, pf) =
+                        (peep.slice(s![..hidden]), peep.slice(s![hidden..2 * hidden]), peep.slice(s![2 * hidden..]));
                     for bi in 0..batch {
                         for j in 0..hidden {
                             let cp = c[[bi, j]];
                             let i = act(0, g(bi, 0, j) + rr(bi, 0, j) + pi[j] * cp);
-                            let f = if *input_forget { 1.0 - i } else { act(0, g(bi, 2, j) + rr(bi, 2, j) + pf[j] * cp) };
+                            let f =
+                                if *input_forget { 1.0 - i } else { act(0, g(bi, 2, j) + rr(bi, 2, j) + pf[j] * cp) };
                             let cand = act(1, g(bi, 3, j) + rr(bi, 3, j));
                             let ct = f * cp + i * cand;
                             let o = act(0, g(bi, 1, j) + rr(bi, 1, j) + po[j] * ct);

@@ -89,7 +89,10 @@ impl Attention {
                 if let Dim::Known(h) = s.0[2]
                     && (n == 0 || h % n != 0)
                 {
-                    return Err(IrError::invalid("Attention", format!("{what} hidden size {h} is not divisible by {n} heads")));
+                    return Err(IrError::invalid(
+                        "Attention",
+                        format!("{what} hidden size {h} is not divisible by {n} heads"),
+                    ));
                 }
                 Ok(Some(Heads {
                     batch: s.0[0].clone(),
@@ -145,7 +148,12 @@ impl OpFamily for AttentionOp {
         if n_outputs > 1 {
             let present = |h: &Option<Heads>| {
                 h.as_ref().map(|h| {
-                    Shape(vec![h.batch.clone(), h.heads.clone(), total.clone().unwrap_or(Dim::Unknown), h.head_size.clone()])
+                    Shape(vec![
+                        h.batch.clone(),
+                        h.heads.clone(),
+                        total.clone().unwrap_or(Dim::Unknown),
+                        h.head_size.clone(),
+                    ])
                 })
             };
             out.push(Fact { dtype, shape: present(&kh), value: None });

@@ -9,18 +9,28 @@ use crate::{Dim, Fact, Graph, IrError, Result, Shape};
 #[derive(Clone, Debug)]
 pub enum ControlOp {
     /// Runs `then_branch` or `else_branch` on a bool condition; outputs are the branch's.
-    If { then_branch: Graph, else_branch: Graph },
+    If {
+        then_branch: Graph,
+        else_branch: Graph,
+    },
     /// Inputs: max trip count M (optional), condition (optional), loop-carried values.
     /// Body: (iteration, cond, carried…) → (cond, carried…, scan outputs…).
-    Loop { body: Graph },
+    Loop {
+        body: Graph,
+    },
     Scan(Scan),
 }
 
 /// Scan (opset 9+): inputs are N initial states then `num_scan_inputs` sequences.
 /// Body: (states…, one slice of each sequence…) → (states…, scan output slices…).
+///
+/// Scan-8 (`batched`): a first optional input `sequence_lens`, and every input and
+/// output has a leading batch axis; each batch element is scanned on its own along
+/// axis 1, its scan outputs zero-padded past its sequence length.
 #[derive(Clone, Debug)]
 pub struct Scan {
     pub body: Graph,
+    pub batched: bool,
     pub num_scan_inputs: usize,
     /// Per scan input: the axis it is sliced along (default 0).
     pub input_axes: Vec<i64>,
@@ -85,6 +95,9 @@ impl OpFamily for ControlOp {
             }
             ControlOp::Scan(s) => {
                 let outs = output_facts(&s.body)?;
+                if s.batched {
+                    return Ok(vec![]);
+                }
                 let n_states = formal.saturating_sub(s.num_scan_inputs);
                 let seq = optional(inputs, n_states)
                     .and_then(|f| f.shape.as_ref())

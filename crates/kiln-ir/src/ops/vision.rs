@@ -135,7 +135,13 @@ impl Resize {
     }
 
     /// The resize plan; `scales`, `sizes` and `roi` are the (non-empty) input values.
-    pub fn plan(&self, in_shape: &[usize], scales: Option<&[f32]>, sizes: Option<&[i64]>, roi: Option<&[f64]>) -> Result<ResizePlan> {
+    pub fn plan(
+        &self,
+        in_shape: &[usize],
+        scales: Option<&[f32]>,
+        sizes: Option<&[i64]>,
+        roi: Option<&[f64]>,
+    ) -> Result<ResizePlan> {
         let name = self.name();
         let rank = in_shape.len();
         let axes = self.axes_for(rank)?;
@@ -153,11 +159,13 @@ impl Resize {
                     return Err(IrError::invalid(name, format!("{} scales for {} axes", s.len(), axes.len())));
                 }
                 for (&a, &sc) in axes.iter().zip(s) {
-                    if !(sc > 0.0) || !sc.is_finite() {
+                    if sc.is_nan() || sc <= 0.0 || sc.is_infinite() {
                         return Err(IrError::invalid(name, format!("scale {sc} must be positive")));
                     }
                     axis_scales[a] = sc as f64;
-                    out_shape[a] = (sc as f64 * in_shape[a] as f64) as usize;
+                    // In f32, as ONNX Runtime (the reference uses f64): 60 × 2.3f is 138,
+                    // not 137.99….
+                    out_shape[a] = (sc * in_shape[a] as f32) as usize;
                 }
             }
             (None, Some(z)) => {
@@ -334,11 +342,8 @@ fn const_f32(f: Option<&Fact>) -> Option<Option<Vec<f32>>> {
 
 fn infer_resize(r: &Resize, x: &Fact, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
     let (si, zi, ri) = r.input_slots();
-    let unknown = |rank: Option<usize>| Fact {
-        dtype: x.dtype,
-        shape: rank.map(|n| Shape(vec![Dim::Unknown; n])),
-        value: None,
-    };
+    let unknown =
+        |rank: Option<usize>| Fact { dtype: x.dtype, shape: rank.map(|n| Shape(vec![Dim::Unknown; n])), value: None };
     let Some(xs) = &x.shape else { return Ok(vec![unknown(None)]) };
     let Some(dims) = xs.as_known() else { return Ok(vec![unknown(Some(xs.rank()))]) };
     let scales = match si.map(|i| const_f32(optional(inputs, i))) {
@@ -353,7 +358,8 @@ fn infer_resize(r: &Resize, x: &Fact, inputs: &[Option<&Fact>]) -> Result<Vec<Fa
         },
         _ => None,
     };
-    let roi: Option<Vec<f64>> = ri.and_then(|i| optional(inputs, i)).and_then(|f| f.value.as_ref()).and_then(|v| v.to_f64_vec().ok());
+    let roi: Option<Vec<f64>> =
+        ri.and_then(|i| optional(inputs, i)).and_then(|f| f.value.as_ref()).and_then(|v| v.to_f64_vec().ok());
     let plan = r.plan(&dims, scales.as_deref(), sizes.as_deref(), roi.as_deref().filter(|v| !v.is_empty()))?;
     Ok(vec![Fact { dtype: x.dtype, shape: Some(Shape::known(&plan.out_shape)), value: None }])
 }

@@ -22,12 +22,12 @@ fn if_op(ctx: &mut NodeCtx) -> Result<ControlOp> {
 }
 
 fn scan(ctx: &mut NodeCtx) -> Result<ControlOp> {
-    if ctx.opset < 9 {
-        return Err(ctx.err("Scan-8 (with a batch axis and sequence_lens) is not supported"));
-    }
+    let batched = ctx.opset < 9;
     let m = ctx.req("num_scan_inputs", ctx.int("num_scan_inputs"))?;
     let num_scan_inputs = usize::try_from(m).map_err(|_| ctx.err(format!("num_scan_inputs {m} is negative")))?;
-    let n_states = ctx.n_inputs().checked_sub(num_scan_inputs).ok_or_else(|| ctx.err("too few inputs"))?;
+    // Scan-8's first input is sequence_lens.
+    let n_formal = ctx.n_inputs().saturating_sub(usize::from(batched));
+    let n_states = n_formal.checked_sub(num_scan_inputs).ok_or_else(|| ctx.err("too few inputs"))?;
     let n_scan_outputs = ctx.n_outputs().saturating_sub(n_states);
     let list = |name: &str, len: usize| -> Result<Vec<i64>> {
         let v = ctx.ints(name)?.unwrap_or_else(|| vec![0; len]);
@@ -37,9 +37,10 @@ fn scan(ctx: &mut NodeCtx) -> Result<ControlOp> {
         Ok(v)
     };
     let input_axes = list("scan_input_axes", num_scan_inputs)?;
-    let input_reverse = list("scan_input_directions", num_scan_inputs)?.into_iter().map(|d| d != 0).collect();
+    let directions = if batched { "directions" } else { "scan_input_directions" };
+    let input_reverse = list(directions, num_scan_inputs)?.into_iter().map(|d| d != 0).collect();
     let output_axes = list("scan_output_axes", n_scan_outputs)?;
     let output_reverse = list("scan_output_directions", n_scan_outputs)?.into_iter().map(|d| d != 0).collect();
     let body = ctx.subgraph("body")?;
-    Ok(ControlOp::Scan(Scan { body, num_scan_inputs, input_axes, input_reverse, output_axes, output_reverse }))
+    Ok(ControlOp::Scan(Scan { body, batched, num_scan_inputs, input_axes, input_reverse, output_axes, output_reverse }))
 }

@@ -36,14 +36,15 @@ fn common(ctx: &NodeCtx, per_direction: usize, defaults: &[&str]) -> Result<Recu
         names
     };
     if names.len() != per_direction * direction.count() {
-        return Err(ctx.err(format!("expected {} activations, got {}", per_direction * direction.count(), names.len())));
+        return Err(ctx.err(format!(
+            "expected {} activations, got {}",
+            per_direction * direction.count(),
+            names.len()
+        )));
     }
     let mut alphas = ctx.floats("activation_alpha")?.unwrap_or_default().into_iter();
     let mut betas = ctx.floats("activation_beta")?.unwrap_or_default().into_iter();
-    let activations = names
-        .iter()
-        .map(|n| activation(ctx, n, &mut alphas, &mut betas))
-        .collect::<Result<Vec<_>>>()?;
+    let activations = names.iter().map(|n| activation(ctx, n, &mut alphas, &mut betas)).collect::<Result<Vec<_>>>()?;
     let hidden_size = match ctx.int("hidden_size")? {
         Some(h) => Some(usize::try_from(h).map_err(|_| ctx.err(format!("hidden_size {h} is negative")))?),
         None => None,

@@ -15,9 +15,9 @@ pub fn convert(ctx: &mut NodeCtx) -> Option<Result<Op>> {
         "GridSample" => grid_sample(ctx),
         "AffineGrid" => ctx.bool_or("align_corners", false).map(|align_corners| VisionOp::AffineGrid { align_corners }),
         "RoiAlign" => roi_align(ctx),
-        "NonMaxSuppression" => {
-            ctx.bool_or("center_point_box", false).map(|center_point_box| VisionOp::NonMaxSuppression { center_point_box })
-        }
+        "NonMaxSuppression" => ctx
+            .bool_or("center_point_box", false)
+            .map(|center_point_box| VisionOp::NonMaxSuppression { center_point_box }),
         "CenterCropPad" => ctx.ints("axes").map(|axes| VisionOp::CenterCropPad { axes }),
         _ => return None,
     };
@@ -102,7 +102,11 @@ fn upsample(ctx: &NodeCtx) -> Result<VisionOp> {
     if mode == Interp::Cubic {
         return Err(ctx.err("Upsample supports nearest and linear modes only"));
     }
-    let inputs = if ctx.opset < 9 { ResizeInputs::ScalesAttr(ctx.req("scales", ctx.floats("scales"))?) } else { ResizeInputs::Scales };
+    let inputs = if ctx.opset < 9 {
+        ResizeInputs::ScalesAttr(ctx.req("scales", ctx.floats("scales"))?)
+    } else {
+        ResizeInputs::Scales
+    };
     Ok(VisionOp::Resize(legacy(ResizeKind::Upsample, inputs, mode)))
 }
 

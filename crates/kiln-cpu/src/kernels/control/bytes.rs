@@ -64,3 +64,24 @@ pub fn move_axis0(t: &Tensor, axis: usize) -> Result<Tensor> {
     shape.insert(axis, d);
     Ok(t.reshaped(shape)?)
 }
+
+/// The first `len` entries along axis 0.
+pub fn prefix(t: &Tensor, len: usize) -> Result<Tensor> {
+    let mut shape = t.shape().to_vec();
+    let row = shape[1..].iter().product::<usize>() * t.dtype().size();
+    shape[0] = len;
+    Ok(Tensor::from_bytes(t.dtype(), shape, t.bytes().slice(..len * row))?)
+}
+
+/// Zero-pads axis 0 to `len` entries.
+pub fn pad_axis0(t: &Tensor, len: usize) -> Result<Tensor> {
+    let mut shape = t.shape().to_vec();
+    if shape.first().is_none_or(|&d| d >= len) {
+        return Ok(t.clone());
+    }
+    let row = shape[1..].iter().product::<usize>() * t.dtype().size();
+    let mut data = t.bytes().to_vec();
+    data.resize(len * row, 0);
+    shape[0] = len;
+    Ok(Tensor::from_bytes(t.dtype(), shape, data.into())?)
+}

@@ -60,7 +60,10 @@ fn run_loop(
     if body.outputs.len() != 1 + n_outputs || n_outputs < n_carried {
         return Err(CpuError::invalid(
             op,
-            format!("body has {} outputs; the node {n_outputs} outputs and {n_carried} carried values", body.outputs.len()),
+            format!(
+                "body has {} outputs; the node {n_outputs} outputs and {n_carried} carried values",
+                body.outputs.len()
+            ),
         ));
     }
     let n_scan = n_outputs - n_carried;
@@ -94,7 +97,9 @@ fn empty_scan_output(body: &Graph, i: usize) -> Tensor {
     let fact = body.outputs.get(i).and_then(|o| body.fact(*o).ok());
     let dtype = fact.and_then(|f| f.dtype).unwrap_or(DType::F32);
     let mut shape = vec![0];
-    if let Some(dims) = fact.and_then(|f| f.shape.as_ref()).map(|s| s.0.iter().map(|d| d.known().unwrap_or(0)).collect::<Vec<_>>()) {
+    if let Some(dims) =
+        fact.and_then(|f| f.shape.as_ref()).map(|s| s.0.iter().map(|d| d.known().unwrap_or(0)).collect::<Vec<_>>())
+    {
         shape.extend(dims);
     }
     Tensor::zeros(dtype, shape)
@@ -108,12 +113,57 @@ fn run_scan(
     ctx: &EvalContext,
     op: &str,
 ) -> Result<Vec<Tensor>> {
+    let (seq_lens, formal) = match (s.batched, formal.split_first()) {
+        (true, Some((lens, rest))) => (lens.as_ref(), rest),
+        _ => (None, formal),
+    };
     let all: Vec<Tensor> = formal
         .iter()
         .map(|t| t.clone().ok_or_else(|| CpuError::invalid(op, "Scan inputs cannot be omitted")))
         .collect::<Result<_>>()?;
     let n_states = all.len().checked_sub(s.num_scan_inputs).ok_or_else(|| CpuError::invalid(op, "too few inputs"))?;
-    let (mut states, seqs) = (all[..n_states].to_vec(), &all[n_states..]);
+    if !s.batched {
+        return scan_core(s, all[..n_states].to_vec(), &all[n_states..], n_outputs, caps, ctx, op);
+    }
+    // Scan-8: every value has a leading batch axis; scan each batch element alone.
+    let batch = all.first().and_then(|t| t.shape().first().copied()).unwrap_or(0);
+    if all.iter().any(|t| t.shape().first() != Some(&batch)) {
+        return Err(CpuError::invalid(op, "inputs have different batch sizes"));
+    }
+    let lens = match seq_lens {
+        Some(t) => t.to_i64_vec()?,
+        None => vec![],
+    };
+    let mut per_batch: Vec<Vec<Tensor>> = vec![Vec::new(); n_outputs];
+    for b in 0..batch {
+        let parts: Vec<Tensor> = all.iter().map(|t| bytes::slice(t, 0, b)).collect::<Result<_>>()?;
+        let (states, mut seqs) = (parts[..n_states].to_vec(), parts[n_states..].to_vec());
+        let full = seqs.first().and_then(|t| t.shape().first().copied()).unwrap_or(0);
+        if let Some(&len) = lens.get(b) {
+            let len = usize::try_from(len).ok().filter(|&l| l <= full);
+            let len =
+                len.ok_or_else(|| CpuError::invalid(op, format!("sequence length {:?} is out of range", lens.get(b))))?;
+            seqs = seqs.iter().map(|t| bytes::prefix(t, len)).collect::<Result<_>>()?;
+        }
+        let outs = scan_core(s, states, &seqs, n_outputs, caps, ctx, op)?;
+        for (k, t) in outs.into_iter().enumerate() {
+            per_batch[k].push(if k >= n_states { bytes::pad_axis0(&t, full)? } else { t });
+        }
+    }
+    per_batch.iter().map(|ts| bytes::stack(ts, 0, false, op)).collect()
+}
+
+/// Scan proper: `states` and sequences `seqs` with the node's scan attributes.
+fn scan_core(
+    s: &Scan,
+    mut states: Vec<Tensor>,
+    seqs: &[Tensor],
+    n_outputs: usize,
+    caps: &HashMap<String, Tensor>,
+    ctx: &EvalContext,
+    op: &str,
+) -> Result<Vec<Tensor>> {
+    let n_states = states.len();
     let n_scan_out = n_outputs.checked_sub(n_states).ok_or_else(|| CpuError::invalid(op, "too few outputs"))?;
     if s.input_axes.len() != seqs.len() || s.output_axes.len() != n_scan_out {
         return Err(CpuError::invalid(op, "scan axes do not match the scan inputs and outputs"));

@@ -114,7 +114,6 @@ fn exponent(a: f64) -> i32 {
     ((a.to_bits() >> 52) & 0x7FF) as i32 - 1023
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

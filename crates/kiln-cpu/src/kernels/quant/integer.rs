@@ -40,7 +40,10 @@ fn ints(t: &Tensor, op: &str) -> Result<Vec<i32>> {
 fn zero_points(t: Option<&Tensor>, x: &Tensor, along: usize, what: &str, op: &str) -> Result<Vec<i32>> {
     let Some(t) = t else { return Ok(vec![0]) };
     if t.dtype() != x.dtype() {
-        return Err(CpuError::invalid(op, format!("{what} type {} differs from its operand's {}", t.dtype(), x.dtype())));
+        return Err(CpuError::invalid(
+            op,
+            format!("{what} type {} differs from its operand's {}", t.dtype(), x.dtype()),
+        ));
     }
     let v = ints(t, op)?;
     if v.len() == 1 || v.len() == along {

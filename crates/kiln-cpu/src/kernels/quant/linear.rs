@@ -11,10 +11,18 @@ use crate::{CpuError, Result};
 enum ParamLayout {
     PerTensor,
     /// One parameter per index along the axis (`dim` long, `inner` elements apart).
-    PerAxis { dim: usize, inner: usize },
+    PerAxis {
+        dim: usize,
+        inner: usize,
+    },
     /// One parameter per block of `block` indices along the axis; the parameter tensor
     /// has `blocks` entries along it.
-    Blocked { dim: usize, inner: usize, block: usize, blocks: usize },
+    Blocked {
+        dim: usize,
+        inner: usize,
+        block: usize,
+        blocks: usize,
+    },
 }
 
 impl ParamLayout {

@@ -28,8 +28,7 @@ pub fn center_crop_pad(axes: Option<&[i64]>, inputs: &[Option<Tensor>]) -> Resul
         let src = view::<T>(x)?;
         let mut out = ArrayD::<T>::zeros(IxDyn(&out_shape));
         let (mut s, mut d) = (src.view(), out.view_mut());
-        for a in 0..rank {
-            let (n, m) = (x.shape()[a], out_shape[a]);
+        for (a, (&n, &m)) in x.shape().iter().zip(&out_shape).enumerate() {
             // Cropping takes the centre (the extra element on the right, as the
             // reference's floor((n - m) / 2) start); padding puts the source there.
             if n >= m {

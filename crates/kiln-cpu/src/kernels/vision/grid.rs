@@ -57,7 +57,9 @@ impl Dim1 {
         match padding {
             GridPadding::Zeros => (0..=last).contains(&i).then_some(i as usize),
             GridPadding::Border => Some(i.clamp(0, last.max(0)) as usize),
-            GridPadding::Reflection => Some((reflect(i as f64, self.lo, self.hi) as i64).clamp(0, last.max(0)) as usize),
+            GridPadding::Reflection => {
+                Some((reflect(i as f64, self.lo, self.hi) as i64).clamp(0, last.max(0)) as usize)
+            }
         }
     }
 
@@ -93,7 +95,10 @@ impl Dim1 {
     }
 }
 
-fn grid_sample_t<T: Element + NumCast + Bounded + Copy, A: Real>(g: &GridSample, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+fn grid_sample_t<T: Element + NumCast + Bounded + Copy, A: Real>(
+    g: &GridSample,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let op = "GridSample";
     let (xt, gt) = (req(inputs, 0, op)?, req(inputs, 1, op)?);
     let (xs, gs) = (xt.shape(), gt.shape());
@@ -164,7 +169,10 @@ pub fn affine_grid(align_corners: bool, inputs: &[Option<Tensor>]) -> Result<Ten
     with_real!(theta.dtype(), op, T, A => affine_grid_t::<T, A>(align_corners, inputs))
 }
 
-fn affine_grid_t<T: Element + NumCast + Bounded + Copy, A: Real>(align_corners: bool, inputs: &[Option<Tensor>]) -> Result<Tensor> {
+fn affine_grid_t<T: Element + NumCast + Bounded + Copy, A: Real>(
+    align_corners: bool,
+    inputs: &[Option<Tensor>],
+) -> Result<Tensor> {
     let op = "AffineGrid";
     let (tt, st) = (req(inputs, 0, op)?, req(inputs, 1, op)?);
     let size = st.to_i64_vec()?;

@@ -82,7 +82,8 @@ pub fn nms(center_point_box: bool, inputs: &[Option<Tensor>]) -> Result<Tensor> 
     let (boxes, scores) = (f32s(boxes_t)?, f32s(scores_t)?);
     let mut selected: Vec<i64> = Vec::new();
     for b in 0..nb {
-        let bx: Vec<Box4> = (0..n).map(|i| Box4::new(&boxes[(b * n + i) * 4..(b * n + i) * 4 + 4], center_point_box)).collect();
+        let bx: Vec<Box4> =
+            (0..n).map(|i| Box4::new(&boxes[(b * n + i) * 4..(b * n + i) * 4 + 4], center_point_box)).collect();
         for c in 0..nc {
             let s = &scores[(b * nc + c) * n..(b * nc + c + 1) * n];
             let mut cand: Vec<usize> = (0..n).filter(|&i| score_min.is_none_or(|m| s[i] > m)).collect();

@@ -1,9 +1,9 @@
 //! Conversions between tensors and the f32/f64 arrays the vision kernels compute in.
 
-use kiln_ir::{DType, Element, Tensor};
+use kiln_ir::{Element, Tensor};
 use num_traits::{Bounded, Float, NumCast};
 
-use crate::{CpuError, Result};
+use crate::Result;
 
 /// The float type a kernel computes in: f32, or f64 for f64 data.
 pub trait Real: Float + Send + Sync + Default + std::iter::Sum + std::fmt::Debug + 'static {}
@@ -40,28 +40,71 @@ fn round_half_even<A: Real>(v: A) -> A {
     if (v - v.trunc()).abs() == A::one() / two && r % two != A::zero() { r - v.signum() } else { r }
 }
 
-/// Error for a float-only kernel given another dtype.
-pub fn float_only(op: &str, dt: DType) -> CpuError {
-    CpuError::dtype(op, dt)
-}
-
 /// Runs `$body` with `$T` the element type of `$dt` and `$A` the float type to compute
 /// in: f64 for f64 and the integers (exact for all their values), f32 otherwise.
 macro_rules! with_real {
     ($dt:expr, $op:expr, $T:ident, $A:ident => $body:expr) => {
         match $dt {
-            kiln_ir::DType::F32 => { type $T = f32; type $A = f32; $body }
-            kiln_ir::DType::F16 => { type $T = half::f16; type $A = f32; $body }
-            kiln_ir::DType::BF16 => { type $T = half::bf16; type $A = f32; $body }
-            kiln_ir::DType::F64 => { type $T = f64; type $A = f64; $body }
-            kiln_ir::DType::I8 => { type $T = i8; type $A = f64; $body }
-            kiln_ir::DType::U8 => { type $T = u8; type $A = f64; $body }
-            kiln_ir::DType::I16 => { type $T = i16; type $A = f64; $body }
-            kiln_ir::DType::U16 => { type $T = u16; type $A = f64; $body }
-            kiln_ir::DType::I32 => { type $T = i32; type $A = f64; $body }
-            kiln_ir::DType::U32 => { type $T = u32; type $A = f64; $body }
-            kiln_ir::DType::I64 => { type $T = i64; type $A = f64; $body }
-            kiln_ir::DType::U64 => { type $T = u64; type $A = f64; $body }
+            kiln_ir::DType::F32 => {
+                type $T = f32;
+                type $A = f32;
+                $body
+            }
+            kiln_ir::DType::F16 => {
+                type $T = half::f16;
+                type $A = f32;
+                $body
+            }
+            kiln_ir::DType::BF16 => {
+                type $T = half::bf16;
+                type $A = f32;
+                $body
+            }
+            kiln_ir::DType::F64 => {
+                type $T = f64;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::I8 => {
+                type $T = i8;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::U8 => {
+                type $T = u8;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::I16 => {
+                type $T = i16;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::U16 => {
+                type $T = u16;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::I32 => {
+                type $T = i32;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::U32 => {
+                type $T = u32;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::I64 => {
+                type $T = i64;
+                type $A = f64;
+                $body
+            }
+            kiln_ir::DType::U64 => {
+                type $T = u64;
+                type $A = f64;
+                $body
+            }
             other => Err($crate::CpuError::dtype($op, other)),
         }
     };

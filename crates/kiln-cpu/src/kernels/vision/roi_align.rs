@@ -95,7 +95,9 @@ fn roi_samples(r: &RoiAlign, roi: &[f64], h: usize, w: usize) -> Vec<(Vec<Sample
     }
     let (oh, ow) = (r.output_height, r.output_width);
     let (bh, bw) = (rh / oh as f64, rw / ow as f64);
-    let grid = |len: f64, n: usize| if r.sampling_ratio > 0 { r.sampling_ratio } else { (len / n as f64).ceil().max(0.0) as usize };
+    let grid = |len: f64, n: usize| {
+        if r.sampling_ratio > 0 { r.sampling_ratio } else { (len / n as f64).ceil().max(0.0) as usize }
+    };
     let (gh, gw) = (grid(rh, oh), grid(rw, ow));
     let count = (gh * gw).max(1);
     let mut bins = Vec::with_capacity(oh * ow);
