@@ -176,18 +176,14 @@ impl Window {
         };
         match target {
             Some(out) => {
+                // A requested size beyond the full one (negative total padding) adds
+                // zeros at the end, as ORT does; the begin pad never goes negative.
                 let total = full as i64 - out as i64;
-                if total < 0 {
-                    return Err(IrError::invalid(
-                        op,
-                        format!("axis {i}: output size {out} is larger than the full transposed size {full}"),
-                    ));
-                }
-                let total = total as usize;
-                let small = total / 2;
+                let small = total.div_euclid(2);
                 // The spec: SAME_UPPER puts the odd pad at the end, otherwise at the start.
-                (g.pad_begin, g.pad_end) =
-                    if self.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
+                let begin = if self.auto_pad == AutoPad::SameUpper { small } else { total - small };
+                g.pad_begin = begin.max(0) as usize;
+                g.pad_end = (total - begin).max(0) as usize;
                 g.input = out;
             }
             None => {
