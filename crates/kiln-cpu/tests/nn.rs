@@ -256,7 +256,8 @@ fn naive_conv(c: &ConvCase, x: &[f32], w: &[f32], b: Option<&[f32]>) -> (Vec<f32
                             ipos.push(p.max(0) as usize);
                         }
                         if inside {
-                            let xi = (bn * ch + grp * cin + ic) * c.x[2..].iter().product::<usize>() + ravel(&ipos, &c.x[2..]);
+                            let xi = (bn * ch + grp * cin + ic) * c.x[2..].iter().product::<usize>()
+                                + ravel(&ipos, &c.x[2..]);
                             s += x[xi] * w[(oc * cin + ic) * ksz + kk];
                         }
                     }
@@ -297,15 +298,55 @@ fn check_conv(c: ConvCase, seed: u64) {
 fn conv_2d_matches_direct_reference() {
     let cases = [
         // plain 3x3, bias
-        ConvCase { x: vec![2, 3, 7, 6], w: vec![4, 3, 3, 3], group: 1, strides: vec![1, 1], dilations: vec![1, 1], pads: vec![1, 1, 1, 1], bias: true },
+        ConvCase {
+            x: vec![2, 3, 7, 6],
+            w: vec![4, 3, 3, 3],
+            group: 1,
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![1, 1, 1, 1],
+            bias: true,
+        },
         // strides, asymmetric pads, dilations
-        ConvCase { x: vec![1, 2, 9, 8], w: vec![3, 2, 3, 2], group: 1, strides: vec![2, 3], dilations: vec![2, 1], pads: vec![0, 2, 1, 0], bias: false },
+        ConvCase {
+            x: vec![1, 2, 9, 8],
+            w: vec![3, 2, 3, 2],
+            group: 1,
+            strides: vec![2, 3],
+            dilations: vec![2, 1],
+            pads: vec![0, 2, 1, 0],
+            bias: false,
+        },
         // groups
-        ConvCase { x: vec![2, 4, 6, 6], w: vec![6, 2, 3, 3], group: 2, strides: vec![1, 2], dilations: vec![1, 1], pads: vec![1, 0, 1, 2], bias: true },
+        ConvCase {
+            x: vec![2, 4, 6, 6],
+            w: vec![6, 2, 3, 3],
+            group: 2,
+            strides: vec![1, 2],
+            dilations: vec![1, 1],
+            pads: vec![1, 0, 1, 2],
+            bias: true,
+        },
         // depthwise with a channel multiplier, strided and dilated
-        ConvCase { x: vec![1, 3, 8, 7], w: vec![6, 1, 3, 3], group: 3, strides: vec![2, 1], dilations: vec![1, 2], pads: vec![1, 2, 0, 1], bias: true },
+        ConvCase {
+            x: vec![1, 3, 8, 7],
+            w: vec![6, 1, 3, 3],
+            group: 3,
+            strides: vec![2, 1],
+            dilations: vec![1, 2],
+            pads: vec![1, 2, 0, 1],
+            bias: true,
+        },
         // pointwise 1x1
-        ConvCase { x: vec![2, 5, 4, 3], w: vec![3, 5, 1, 1], group: 1, strides: vec![1, 1], dilations: vec![1, 1], pads: vec![0, 0, 0, 0], bias: true },
+        ConvCase {
+            x: vec![2, 5, 4, 3],
+            w: vec![3, 5, 1, 1],
+            group: 1,
+            strides: vec![1, 1],
+            dilations: vec![1, 1],
+            pads: vec![0, 0, 0, 0],
+            bias: true,
+        },
     ];
     for (i, c) in cases.into_iter().enumerate() {
         check_conv(c, 10 + i as u64 * 7);
@@ -315,11 +356,27 @@ fn conv_2d_matches_direct_reference() {
 #[test]
 fn conv_1d_and_3d_match_direct_reference() {
     check_conv(
-        ConvCase { x: vec![2, 3, 11], w: vec![2, 3, 4], group: 1, strides: vec![2], dilations: vec![2], pads: vec![3, 1], bias: true },
+        ConvCase {
+            x: vec![2, 3, 11],
+            w: vec![2, 3, 4],
+            group: 1,
+            strides: vec![2],
+            dilations: vec![2],
+            pads: vec![3, 1],
+            bias: true,
+        },
         40,
     );
     check_conv(
-        ConvCase { x: vec![1, 2, 5, 4, 6], w: vec![4, 1, 2, 3, 2], group: 2, strides: vec![1, 2, 2], dilations: vec![2, 1, 1], pads: vec![1, 0, 1, 0, 1, 1], bias: false },
+        ConvCase {
+            x: vec![1, 2, 5, 4, 6],
+            w: vec![4, 1, 2, 3, 2],
+            group: 2,
+            strides: vec![1, 2, 2],
+            dilations: vec![2, 1, 1],
+            pads: vec![1, 0, 1, 0, 1, 1],
+            bias: false,
+        },
         50,
     );
 }
@@ -329,7 +386,15 @@ fn conv_auto_pad_same_and_f16() {
     // SAME_UPPER with stride 2 on 5 wide: output 3, total pad 2 -> (1, 1); on 6 wide: total 1 -> (0, 1).
     let x = random(2 * 5 * 6, 60);
     let w = random(3 * 2 * 3 * 3, 61);
-    let c = ConvCase { x: vec![1, 2, 5, 6], w: vec![3, 2, 3, 3], group: 1, strides: vec![2, 2], dilations: vec![1, 1], pads: vec![1, 0, 1, 1], bias: false };
+    let c = ConvCase {
+        x: vec![1, 2, 5, 6],
+        w: vec![3, 2, 3, 3],
+        group: 1,
+        strides: vec![2, 2],
+        dilations: vec![1, 1],
+        pads: vec![1, 0, 1, 1],
+        bias: false,
+    };
     let (want, shape) = naive_conv(&c, &x, &w, None);
     let mut win = window(&[2, 2], &[1, 1], &[0; 4]);
     win.pads = None;
@@ -512,4 +577,31 @@ fn col2im_adds_overlapping_blocks() {
     let got = run1(NnOp::Col2Im(Window::default()), &[x, image, block]);
     // Block 0 puts (1, 2) at pixels 0,1; block 1 puts (10, 20) at pixels 1,2.
     assert_close(&got, &[1.0, 12.0, 20.0], &[1, 1, 1, 3]);
+}
+
+/// Timings of YOLOv8n-sized (320×320 input) convolutions and a PP-OCR-style depthwise
+/// one: `cargo test -p kiln-cpu --test nn -- --ignored --nocapture`.
+#[test]
+#[ignore]
+fn conv_timings() {
+    let layers: [(&[usize], &[usize], usize, usize); 7] = [
+        (&[1, 3, 320, 320], &[16, 3, 3, 3], 2, 1),
+        (&[1, 16, 160, 160], &[32, 16, 3, 3], 2, 1),
+        (&[1, 32, 80, 80], &[32, 32, 3, 3], 1, 1),
+        (&[1, 64, 40, 40], &[64, 64, 3, 3], 1, 1),
+        (&[1, 128, 20, 20], &[128, 128, 3, 3], 1, 1),
+        (&[1, 256, 10, 10], &[256, 256, 3, 3], 1, 1),
+        (&[1, 64, 160, 160], &[64, 1, 3, 3], 1, 64),
+    ];
+    for (xs, ws, stride, group) in layers {
+        let x = t(xs, random(xs.iter().product(), 1));
+        let w = t(ws, random(ws.iter().product(), 2));
+        let op = NnOp::Conv(Conv { window: window(&[stride, stride], &[1, 1], &[1, 1, 1, 1]), group });
+        run1(op.clone(), &[x.clone(), w.clone()]);
+        let start = std::time::Instant::now();
+        for _ in 0..5 {
+            run1(op.clone(), &[x.clone(), w.clone()]);
+        }
+        println!("conv {xs:?} * {ws:?} s{stride} g{group}: {:.2} ms", start.elapsed().as_secs_f64() * 200.0);
+    }
 }

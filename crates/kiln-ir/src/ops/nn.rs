@@ -105,7 +105,15 @@ impl Window {
 
     /// Geometry of spatial axis `i` of `n` for a forward window (Conv, pools):
     /// `input` size, `kernel` size, and pooling's `ceil_mode`.
-    pub fn axis(&self, i: usize, n: usize, input: usize, kernel: usize, ceil_mode: bool, op: &str) -> Result<AxisGeometry> {
+    pub fn axis(
+        &self,
+        i: usize,
+        n: usize,
+        input: usize,
+        kernel: usize,
+        ceil_mode: bool,
+        op: &str,
+    ) -> Result<AxisGeometry> {
         let stride = Self::nth(&self.strides, i, 1);
         let dilation = Self::nth(&self.dilations, i, 1);
         let mut g = AxisGeometry { input, output: 0, kernel, stride, dilation, pad_begin: 0, pad_end: 0 };
@@ -230,9 +238,15 @@ impl ConvTranspose {
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PoolKind {
     /// `storage_order` 1 makes the Indices output column-major.
-    Max { column_major_indices: bool },
-    Average { count_include_pad: bool },
-    Lp { p: f32 },
+    Max {
+        column_major_indices: bool,
+    },
+    Average {
+        count_include_pad: bool,
+    },
+    Lp {
+        p: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -314,11 +328,8 @@ impl Einsum {
                     })
                     .collect();
                 letters.sort_unstable();
-                let once: Vec<u8> = letters
-                    .iter()
-                    .copied()
-                    .filter(|c| letters.iter().filter(|d| *d == c).count() == 1)
-                    .collect();
+                let once: Vec<u8> =
+                    letters.iter().copied().filter(|c| letters.iter().filter(|d| *d == c).count() == 1).collect();
                 out.extend(once.into_iter().map(Subscript::Letter));
                 out
             }
@@ -478,13 +489,7 @@ fn einsum_shape(e: &Einsum, inputs: &[Option<&Fact>]) -> Result<Option<Shape>> {
 }
 
 /// Spatial output dims of a forward window; unknown where the input dim is.
-fn window_dims(
-    w: &Window,
-    spatial: &[Dim],
-    kernel: Option<&[usize]>,
-    ceil_mode: bool,
-    op: &str,
-) -> Result<Vec<Dim>> {
+fn window_dims(w: &Window, spatial: &[Dim], kernel: Option<&[usize]>, ceil_mode: bool, op: &str) -> Result<Vec<Dim>> {
     let n = spatial.len();
     w.check(n, op)?;
     let Some(kernel) = kernel else { return Ok(vec![Dim::Unknown; n]) };
@@ -542,9 +547,9 @@ fn conv_transpose_shape(c: &ConvTranspose, x: &Fact, w: &Fact) -> Result<Option<
     let mut out = vec![sx.0[0].clone(), m];
     for (i, d) in sx.0[2..].iter().enumerate() {
         out.push(match (d, kernel) {
-            (Dim::Known(s), Some(k)) => {
-                Dim::Known(c.window.transposed_axis(i, n, *s, k[i], c.output_padding(i), c.output_size(i, n), op)?.input)
-            }
+            (Dim::Known(s), Some(k)) => Dim::Known(
+                c.window.transposed_axis(i, n, *s, k[i], c.output_padding(i), c.output_size(i, n), op)?.input,
+            ),
             _ => Dim::Unknown,
         });
     }

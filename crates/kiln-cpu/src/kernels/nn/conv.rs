@@ -47,7 +47,11 @@ pub fn conv<T: NnElem>(c: &Conv, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> 
     let (xd, wd) = (acc_data::<T>(x)?, acc_data::<T>(w)?);
     let bias = b.map(acc_data::<T>).transpose()?;
     check_bias(bias.as_deref(), m, op)?;
-    let out = if g.cin == 1 { depthwise(&g, &geom, &xd, &wd, bias.as_deref()) } else { im2col_conv(&g, &geom, &xd, &wd, bias.as_deref())? };
+    let out = if g.cin == 1 {
+        depthwise(&g, &geom, &xd, &wd, bias.as_deref())
+    } else {
+        im2col_conv(&g, &geom, &xd, &wd, bias.as_deref())?
+    };
     let mut shape = vec![n, m];
     shape.extend(geom.out_dims());
     from_acc::<T>(shape, out)
@@ -76,9 +80,15 @@ fn depthwise<A: Acc>(g: &Groups, geom: &Geom, x: &[A], w: &[A], bias: Option<&[A
         for tap in 0..taps {
             let wt = w[oc * taps + tap];
             geom.for_each_line(tap, |l| {
-                let dst = &mut plane[l.out..l.out + l.len];
-                for (k, d) in dst.iter_mut().enumerate() {
-                    *d = d.add(wt.mul(src[l.inp + k * step]));
+                let dst = l.dst(plane);
+                if step == 1 {
+                    for (d, &v) in dst.iter_mut().zip(&src[l.inp..l.inp + l.len]) {
+                        *d = d.add(wt.mul(v));
+                    }
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(l.src(src, step)) {
+                        *d = d.add(wt.mul(v));
+                    }
                 }
             });
         }
@@ -94,11 +104,11 @@ fn im2col<A: Acc>(geom: &Geom, src: &[A], channels: usize, col: &mut [A]) {
         let plane = &src[(row / taps) * in_size..][..in_size];
         dst.fill(A::ZERO);
         geom.for_each_line(row % taps, |l| {
-            let d = &mut dst[l.out..l.out + l.len];
+            let d = l.dst(dst);
             if step == 1 {
                 d.copy_from_slice(&plane[l.inp..l.inp + l.len]);
             } else {
-                d.iter_mut().enumerate().for_each(|(k, v)| *v = plane[l.inp + k * step]);
+                d.iter_mut().zip(l.src(plane, step)).for_each(|(d, &v)| *d = v);
             }
         });
     });
@@ -144,9 +154,15 @@ fn col2im<A: Acc>(geom: &Geom, col: &[A], image: &mut [A]) {
         for tap in 0..taps {
             let row = &col[(c * taps + tap) * out_size..][..out_size];
             geom.for_each_line(tap, |l| {
-                for (k, v) in row[l.out..l.out + l.len].iter().enumerate() {
-                    let d = &mut plane[l.inp + k * step];
-                    *d = d.add(*v);
+                let src = &row[l.out..l.out + l.len];
+                if step == 1 {
+                    for (d, &v) in plane[l.inp..l.inp + l.len].iter_mut().zip(src) {
+                        *d = d.add(v);
+                    }
+                } else {
+                    for (d, &v) in plane[l.inp..].iter_mut().step_by(step).zip(src) {
+                        *d = d.add(v);
+                    }
                 }
             });
         }

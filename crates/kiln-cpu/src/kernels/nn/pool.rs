@@ -39,14 +39,22 @@ pub fn pool<T: NnElem>(p: &Pool, x: &Tensor, want_indices: bool, op: &str) -> Re
                 let mut best = vec![0usize; if ix.is_some() { out_size } else { 0 }];
                 for tap in 0..taps {
                     geom.for_each_line(tap, |l| {
+                        // Strictly greater: the first maximum in window order wins, as in
+                        // ORT; a NaN wins over numbers.
+                        let wins = |v: T::A, d: T::A| v > d || (v.is_nan() && !d.is_nan());
+                        if best.is_empty() {
+                            for (d, &v) in l.dst(dst).iter_mut().zip(l.src(src, step)) {
+                                if wins(v, *d) {
+                                    *d = v;
+                                }
+                            }
+                            return;
+                        }
                         for k in 0..l.len {
                             let (i, o) = (l.inp + k * step, l.out + k);
-                            // Strictly greater: the first maximum in window order wins, as in ORT.
-                            if src[i] > dst[o] || (src[i].is_nan() && !dst[o].is_nan()) {
+                            if wins(src[i], dst[o]) {
                                 dst[o] = src[i];
-                                if let Some(b) = best.get_mut(o) {
-                                    *b = i;
-                                }
+                                best[o] = i;
                             }
                         }
                     });
@@ -80,8 +88,8 @@ pub fn pool<T: NnElem>(p: &Pool, x: &Tensor, want_indices: bool, op: &str) -> Re
                 let src = planes_of(p);
                 for tap in 0..taps {
                     geom.for_each_line(tap, |l| {
-                        for k in 0..l.len {
-                            dst[l.out + k] = dst[l.out + k].add(src[l.inp + k * step]);
+                        for (d, &v) in l.dst(dst).iter_mut().zip(l.src(src, step)) {
+                            *d = d.add(v);
                         }
                     });
                 }
@@ -98,8 +106,8 @@ pub fn pool<T: NnElem>(p: &Pool, x: &Tensor, want_indices: bool, op: &str) -> Re
                 let mut acc = vec![0f64; out_size];
                 for tap in 0..taps {
                     geom.for_each_line(tap, |l| {
-                        for k in 0..l.len {
-                            acc[l.out + k] += src[l.inp + k * step].to_f64().abs().powf(power);
+                        for (d, &v) in l.dst(&mut acc).iter_mut().zip(l.src(src, step)) {
+                            *d += v.to_f64().abs().powf(power);
                         }
                     });
                 }
@@ -140,7 +148,9 @@ pub fn global_pool<T: NnElem>(kind: PoolKind, x: &Tensor, op: &str) -> Result<Te
         .map(|p| {
             let plane = &xd[p * size..][..size];
             match kind {
-                PoolKind::Max { .. } => plane.iter().fold(T::A::LOWEST, |m, &v| if v > m || v.is_nan() { v } else { m }),
+                PoolKind::Max { .. } => {
+                    plane.iter().fold(T::A::LOWEST, |m, &v| if v > m || v.is_nan() { v } else { m })
+                }
                 PoolKind::Average { .. } => {
                     let sum: f64 = plane.iter().map(|v| v.to_f64()).sum();
                     T::A::from_f64(sum / size as f64)
