@@ -159,53 +159,6 @@ impl Window {
         }
         Ok(g)
     }
-
-    /// Geometry of spatial axis `i` of `n` for ConvTranspose. The returned geometry
-    /// describes the *forward* convolution that the transposed one is the adjoint of:
-    /// its `input` is the ConvTranspose output, its `output` the ConvTranspose input.
-    pub fn transposed_axis(
-        &self,
-        i: usize,
-        n: usize,
-        input: usize,
-        kernel: usize,
-        output_padding: usize,
-        output_shape: Option<usize>,
-        op: &str,
-    ) -> Result<AxisGeometry> {
-        let stride = Self::nth(&self.strides, i, 1);
-        let dilation = Self::nth(&self.dilations, i, 1);
-        let mut g = AxisGeometry { input: 0, output: input, kernel, stride, dilation, pad_begin: 0, pad_end: 0 };
-        let full = stride * input.saturating_sub(1) + output_padding + g.extent();
-        let target = match (output_shape, self.auto_pad) {
-            (Some(s), _) => Some(s),
-            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(input * stride),
-            _ => None,
-        };
-        match target {
-            Some(out) => {
-                // A requested size beyond the full one (negative total padding) adds
-                // zeros at the end, as ORT does; the begin pad never goes negative.
-                let total = full as i64 - out as i64;
-                let small = total.div_euclid(2);
-                // The spec: SAME_UPPER puts the odd pad at the end, otherwise at the start.
-                let begin = if self.auto_pad == AutoPad::SameUpper { small } else { total - small };
-                g.pad_begin = begin.max(0) as usize;
-                g.pad_end = (total - begin).max(0) as usize;
-                g.input = out;
-            }
-            None => {
-                if self.auto_pad == AutoPad::NotSet {
-                    g.pad_begin = Self::nth(&self.pads, i, 0);
-                    g.pad_end = Self::nth(&self.pads, i + n, 0);
-                }
-                g.input = full.checked_sub(g.pad_begin + g.pad_end).ok_or_else(|| {
-                    IrError::invalid(op, format!("axis {i}: pads are larger than the full transposed size {full}"))
-                })?;
-            }
-        }
-        Ok(g)
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -232,6 +185,46 @@ impl ConvTranspose {
     pub fn output_size(&self, i: usize, n: usize) -> Option<usize> {
         let s = self.output_shape.as_ref()?;
         s.get(i + s.len().checked_sub(n)?).copied()
+    }
+
+    /// Geometry of spatial axis `i` of `n` for ConvTranspose. The returned geometry
+    /// describes the *forward* convolution that the transposed one is the adjoint of:
+    /// its `input` is the ConvTranspose output, its `output` the ConvTranspose input.
+    pub fn axis(&self, i: usize, n: usize, input: usize, kernel: usize, op: &str) -> Result<AxisGeometry> {
+        let w = &self.window;
+        let (output_padding, output_shape) = (self.output_padding(i), self.output_size(i, n));
+        let stride = Window::nth(&w.strides, i, 1);
+        let dilation = Window::nth(&w.dilations, i, 1);
+        let mut g = AxisGeometry { input: 0, output: input, kernel, stride, dilation, pad_begin: 0, pad_end: 0 };
+        let full = stride * input.saturating_sub(1) + output_padding + g.extent();
+        let target = match (output_shape, w.auto_pad) {
+            (Some(s), _) => Some(s),
+            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(input * stride),
+            _ => None,
+        };
+        match target {
+            Some(out) => {
+                // A requested size beyond the full one (negative total padding) adds
+                // zeros at the end, as ORT does; the begin pad never goes negative.
+                let total = full as i64 - out as i64;
+                let small = total.div_euclid(2);
+                // The spec: SAME_UPPER puts the odd pad at the end, otherwise at the start.
+                let begin = if w.auto_pad == AutoPad::SameUpper { small } else { total - small };
+                g.pad_begin = begin.max(0) as usize;
+                g.pad_end = (total - begin).max(0) as usize;
+                g.input = out;
+            }
+            None => {
+                if w.auto_pad == AutoPad::NotSet {
+                    g.pad_begin = Window::nth(&w.pads, i, 0);
+                    g.pad_end = Window::nth(&w.pads, i + n, 0);
+                }
+                g.input = full.checked_sub(g.pad_begin + g.pad_end).ok_or_else(|| {
+                    IrError::invalid(op, format!("axis {i}: pads are larger than the full transposed size {full}"))
+                })?;
+            }
+        }
+        Ok(g)
     }
 }
 
@@ -547,9 +540,7 @@ fn conv_transpose_shape(c: &ConvTranspose, x: &Fact, w: &Fact) -> Result<Option<
     let mut out = vec![sx.0[0].clone(), m];
     for (i, d) in sx.0[2..].iter().enumerate() {
         out.push(match (d, kernel) {
-            (Dim::Known(s), Some(k)) => Dim::Known(
-                c.window.transposed_axis(i, n, *s, k[i], c.output_padding(i), c.output_size(i, n), op)?.input,
-            ),
+            (Dim::Known(s), Some(k)) => Dim::Known(c.axis(i, n, *s, k[i], op)?.input),
             _ => Dim::Unknown,
         });
     }

@@ -35,7 +35,7 @@ pub fn conv<T: NnElem>(c: &Conv, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> 
         return Err(CpuError::invalid(op, format!("X {xs:?} and W {ws:?} must both have rank >= 3")));
     }
     let (n, ch, m) = (xs[0], xs[1], ws[0]);
-    if c.group == 0 || ch != ws[1] * c.group || m % c.group != 0 {
+    if c.group == 0 || ch != ws[1] * c.group || !m.is_multiple_of(c.group) {
         return Err(CpuError::invalid(op, format!("X {xs:?}, W {ws:?} and group {} do not fit", c.group)));
     }
     let kernel = c.window.kernel(Some(&ws[2..])).unwrap_or(&ws[2..]);
@@ -176,7 +176,7 @@ pub fn conv_transpose<T: NnElem>(c: &ConvTranspose, x: &Tensor, w: &Tensor, b: O
         return Err(CpuError::invalid(op, format!("X {xs:?} and W {ws:?} must both have rank >= 3")));
     }
     let (n, ch) = (xs[0], xs[1]);
-    if c.group == 0 || ws[0] != ch || ch % c.group != 0 {
+    if c.group == 0 || ws[0] != ch || !ch.is_multiple_of(c.group) {
         return Err(CpuError::invalid(op, format!("X {xs:?}, W {ws:?} and group {} do not fit", c.group)));
     }
     let g = Groups { batch: n, group: c.group, cin: ch / c.group, cout: ws[1] };
@@ -187,9 +187,7 @@ pub fn conv_transpose<T: NnElem>(c: &ConvTranspose, x: &Tensor, w: &Tensor, b: O
     }
     let d = xs.len() - 2;
     c.window.check(d, op)?;
-    let axes = (0..d)
-        .map(|i| c.window.transposed_axis(i, d, xs[2 + i], kernel[i], c.output_padding(i), c.output_size(i, d), op))
-        .collect::<kiln_ir::Result<Vec<_>>>()?;
+    let axes = (0..d).map(|i| c.axis(i, d, xs[2 + i], kernel[i], op)).collect::<kiln_ir::Result<Vec<_>>>()?;
     // The geometry of the forward convolution whose adjoint this is: its input is our output.
     let geom = Geom { axes };
     let (in_size, out_size, taps) = (geom.out_size(), geom.in_size(), geom.taps());
@@ -235,7 +233,7 @@ pub fn col2im_op<T: NnElem>(w: &Window, x: &Tensor, image: &Tensor, block: &Tens
     let (image, block) = (to_sizes(image, "image_shape")?, to_sizes(block, "block_shape")?);
     let xs = x.shape();
     let taps: usize = block.iter().product();
-    if xs.len() != 3 || image.len() != block.len() || taps == 0 || xs[1] % taps != 0 {
+    if xs.len() != 3 || image.len() != block.len() || taps == 0 || !xs[1].is_multiple_of(taps) {
         return Err(CpuError::invalid(op, format!("input {xs:?}, image {image:?} and block {block:?} do not fit")));
     }
     let geom = Geom::forward(w, &image, &block, false, op)?;
