@@ -1,19 +1,17 @@
 //! ONNX `Attention`: softmax(Q·Kᵀ·scale [softcap] + bias) · V per head, with KV cache
 //! concatenation and grouped-query heads. f16/bf16 are computed in f32 and rounded once.
 
-use kiln_ir::ops::AttentionOp;
 use kiln_ir::ops::attention::{Attention, QkOutputMode};
 use kiln_ir::{DType, Element, Tensor};
 use num_traits::{Float, NumCast};
 use rayon::prelude::*;
 
 use crate::array::{opt, req};
-use crate::{CpuError, EvalContext, Result, dispatch};
+use crate::{CpuError, Result, dispatch};
 
 const OP: &str = "Attention";
 
-pub fn eval(op: &AttentionOp, inputs: &[Option<Tensor>], n_outputs: usize, _ctx: &EvalContext) -> Result<Vec<Tensor>> {
-    let AttentionOp::Attention(a) = op;
+pub fn eval(a: &Attention, inputs: &[Option<Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
     let q = req(inputs, 0, OP)?;
     match q.dtype() {
         DType::F64 => attention::<f64, f64>(a, inputs, n_outputs),
