@@ -123,7 +123,7 @@ impl Attention {
                     IrError::invalid("Attention", "3-D inputs need the q_num_heads and kv_num_heads attributes")
                 })?;
                 if let Dim::Known(h) = s.0[2]
-                    && (n == 0 || h % n != 0)
+                    && (n == 0 || !h.is_multiple_of(n))
                 {
                     return Err(IrError::invalid(
                         "Attention",
@@ -217,7 +217,7 @@ fn infer_linear(l: &LinearAttention, inputs: &[Option<&Fact>]) -> Result<Vec<Fac
             return Err(IrError::invalid(name, format!("{what} must be 3-D, got rank {r}")));
         }
     }
-    if l.q_num_heads == 0 || l.kv_num_heads == 0 || l.q_num_heads % l.kv_num_heads != 0 {
+    if l.q_num_heads == 0 || l.kv_num_heads == 0 || !l.q_num_heads.is_multiple_of(l.kv_num_heads) {
         return Err(IrError::invalid(name, "q_num_heads must be a positive multiple of kv_num_heads"));
     }
     let dim = |f: &Fact, i: usize| f.shape.as_ref().map_or(Dim::Unknown, |s| s.0[i].clone());

@@ -73,7 +73,13 @@ fn run<T: Element, A: Float + NumCast + Send + Sync + std::iter::Sum>(
         return Err(CpuError::invalid(OP, "query, key and value must be 3-D [batch, seq, hidden]"));
     };
     let (hq, hk) = (l.q_num_heads, l.kv_num_heads);
-    if hq == 0 || hk == 0 || hq % hk != 0 || qh % hq != 0 || kh % hk != 0 || vh % hk != 0 {
+    if hq == 0
+        || hk == 0
+        || !hq.is_multiple_of(hk)
+        || !qh.is_multiple_of(hq)
+        || !kh.is_multiple_of(hk)
+        || !vh.is_multiple_of(hk)
+    {
         return Err(CpuError::invalid(OP, "hidden sizes must divide into heads and q heads into kv heads"));
     }
     let (dk, dv) = (qh / hq, vh / hk);

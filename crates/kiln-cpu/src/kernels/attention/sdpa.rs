@@ -104,7 +104,7 @@ impl<A: Acc> Heads<A> {
             [batch, seq, hidden] => {
                 let heads =
                     n_heads.ok_or_else(|| CpuError::invalid(OP, "3-D inputs need q_num_heads and kv_num_heads"))?;
-                if heads == 0 || hidden % heads != 0 {
+                if heads == 0 || !hidden.is_multiple_of(heads) {
                     return Err(CpuError::invalid(
                         OP,
                         format!("{what} hidden size {hidden} not divisible by {heads} heads"),
@@ -273,7 +273,7 @@ fn attention<T: Element + NumCast + Copy, A: Acc>(
     if q.batch != k.batch || k.batch != v.batch || k.heads != v.heads || k.seq != v.seq || q.size != k.size {
         return Err(CpuError::invalid(OP, "Q, K and V shapes are inconsistent"));
     }
-    if k.heads == 0 || q.heads % k.heads != 0 {
+    if k.heads == 0 || !q.heads.is_multiple_of(k.heads) {
         return Err(CpuError::invalid(
             OP,
             format!("{} query heads are not a multiple of {} kv heads", q.heads, k.heads),
