@@ -19,6 +19,9 @@ pub fn eval(op: &RecurrentOp, inputs: &[Option<Tensor>], _n_outputs: usize, _ctx
     }
     let p = Problem::new(op, inputs, name)?;
     let dirs = rnn.direction.count();
+    if rnn.activations.len() < dirs * op.activation_count() {
+        return Err(CpuError::invalid(name, format!("expected {} activations", dirs * op.activation_count())));
+    }
     let (seq, batch, h) = (p.seq, p.batch, p.hidden);
     let mut y = Array4::<f64>::zeros((seq, dirs, batch, h));
     let mut y_h = Array3::<f64>::zeros((dirs, batch, h));
