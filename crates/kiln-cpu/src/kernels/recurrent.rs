@@ -248,6 +248,11 @@ impl Problem {
                 }
             }
         }
+        // As onnxruntime does: an empty sequence has zero final states, not the initial ones.
+        for (bi, _) in self.seq_lens.iter().enumerate().filter(|(_, l)| **l == 0) {
+            h.row_mut(bi).fill(0.0);
+            c.row_mut(bi).fill(0.0);
+        }
         (y, h, c)
     }
 }
