@@ -235,7 +235,8 @@ impl Problem {
                             let ct = f * cp + i * cand;
                             let o = act(0, g(bi, 1, j) + rr(bi, 1, j) + po[j] * ct);
                             c_new[[bi, j]] = ct;
-                            h_new[[bi, j]] = o * act(2, ct);
+                            // onnxruntime applies h to the unclipped cell state.
+                            h_new[[bi, j]] = o * acts[2].apply(ct);
                         }
                     }
                 }
