@@ -1,6 +1,10 @@
 //! `kiln`: build, run, inspect and check models.
 
 mod conformance;
+mod inputs;
+mod inspect;
+mod npy;
+mod run;
 
 use std::process::ExitCode;
 
@@ -15,6 +19,10 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// Run a model (random inputs unless given) and summarise its outputs.
+    Run(run::Args),
+    /// Show a model's inputs, outputs, opsets, op histogram and parameters.
+    Inspect(inspect::Args),
     /// Run the ONNX backend node test cases and compare with their expected outputs.
     Conformance(conformance::Args),
 }
@@ -22,6 +30,8 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
+        Command::Run(args) => run::main(args).map(|_| ExitCode::SUCCESS),
+        Command::Inspect(args) => inspect::main(args).map(|_| ExitCode::SUCCESS),
         Command::Conformance(args) => conformance::main(args),
     };
     match result {

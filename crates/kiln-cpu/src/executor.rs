@@ -93,9 +93,10 @@ pub fn run_named(graph: &Graph, inputs: &HashMap<String, Tensor>) -> Result<Vec<
 fn check_input(name: &str, fact: &Fact, t: &Tensor, symbols: &mut HashMap<String, usize>) -> Result<()> {
     let err = |msg: String| CpuError::Input { name: name.to_string(), msg };
     if let Some(d) = fact.dtype
-        && d != t.dtype() {
-            return Err(err(format!("expected dtype {d}, got {}", t.dtype())));
-        }
+        && d != t.dtype()
+    {
+        return Err(err(format!("expected dtype {d}, got {}", t.dtype())));
+    }
     let Some(shape) = &fact.shape else { return Ok(()) };
     if shape.rank() != t.rank() {
         return Err(err(format!(

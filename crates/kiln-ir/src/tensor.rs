@@ -1,7 +1,7 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use bytes::Bytes;
+pub use bytes::Bytes;
 use half::{bf16, f16};
 
 use crate::{DType, IrError, Result};
@@ -169,9 +169,10 @@ impl fmt::Debug for Tensor {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "Tensor<{}>{:?}", self.dtype, self.shape)?;
         if self.len() <= 16
-            && let Ok(v) = self.to_f64_vec() {
-                write!(f, " {v:?}")?;
-            }
+            && let Ok(v) = self.to_f64_vec()
+        {
+            write!(f, " {v:?}")?;
+        }
         Ok(())
     }
 }

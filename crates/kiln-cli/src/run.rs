@@ -1,0 +1,156 @@
+//! `kiln run`: import a model, run it on the CPU backend, and summarise its outputs.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, bail};
+use kiln_ir::Tensor;
+use serde_json::json;
+
+use crate::inputs::{make_inputs, parse_input_arg, parse_shape_arg};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// The ONNX model.
+    model: PathBuf,
+    /// An input from a .npy file (repeatable): NAME=FILE.npy.
+    #[arg(long = "input", value_parser = parse_input_arg)]
+    inputs: Vec<(String, PathBuf)>,
+    /// Shape of a random input with dynamic dims (repeatable): NAME:1x3x224x224.
+    #[arg(long = "shapes", value_parser = parse_shape_arg)]
+    shapes: Vec<(String, Vec<usize>)>,
+    /// Seed for random inputs.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Write every output to DIR/<name>.npy.
+    #[arg(long)]
+    output_dir: Option<PathBuf>,
+    /// Labels (.npy of integers) to score the first output against: accuracy of
+    /// its argmax over the last axis.
+    #[arg(long)]
+    labels: Option<PathBuf>,
+    /// Backend to run on (only `cpu` for now).
+    #[arg(long, default_value = "cpu")]
+    backend: String,
+    /// Print a JSON report instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+pub fn main(args: Args) -> anyhow::Result<()> {
+    if args.backend != "cpu" {
+        bail!("backend '{}' is not available (available: cpu)", args.backend);
+    }
+    let t0 = Instant::now();
+    let model = kiln_onnx::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    let graph = &model.graph;
+    let mut notes = Vec::new();
+    let inputs = make_inputs(graph, &args.inputs, &args.shapes, args.seed, &mut notes)?;
+    let t1 = Instant::now();
+    let outputs = kiln_cpu::run(graph, &inputs).with_context(|| format!("running {}", args.model.display()))?;
+    let run_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let names: Vec<String> = graph.outputs.iter().map(|o| graph.outlet_name(*o).to_string()).collect();
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, t) in names.iter().zip(&outputs) {
+            crate::npy::write(&dir.join(format!("{}.npy", file_stem(name))), t)?;
+        }
+    }
+    let accuracy = args.labels.as_ref().map(|p| accuracy(&outputs[0], &crate::npy::read(p)?)).transpose()?;
+    if args.json {
+        let outs: Vec<_> = names.iter().zip(&outputs).map(|(n, t)| summary_json(n, t)).collect();
+        let report = json!({
+            "model": args.model.display().to_string(), "backend": args.backend,
+            "load_ms": load_ms, "run_ms": run_ms, "notes": notes, "outputs": outs,
+            "accuracy": accuracy.map(|(c, n)| json!({"correct": c, "total": n, "accuracy": c as f64 / n as f64})),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    println!("model   {} ({} nodes, loaded in {load_ms:.1} ms)", args.model.display(), graph.nodes.len());
+    println!("backend {} (ran in {run_ms:.1} ms)", args.backend);
+    for (name, t) in names.iter().zip(&outputs) {
+        println!("output  {name}: {} {:?}  {}", t.dtype(), t.shape(), summary_text(t));
+    }
+    if let Some((c, n)) = accuracy {
+        println!(
+            "accuracy {:.2}% ({c}/{n}) of the argmax of '{}' against {}",
+            100.0 * c as f64 / n as f64,
+            names[0],
+            args.labels.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
+        );
+    }
+    Ok(())
+}
+
+/// An output name as a file stem: anything outside [A-Za-z0-9_.-] becomes '_'.
+pub fn file_stem(name: &str) -> String {
+    name.chars().map(|c| if c.is_ascii_alphanumeric() || "_.-".contains(c) { c } else { '_' }).collect()
+}
+
+struct Stats {
+    min: f64,
+    max: f64,
+    mean: f64,
+    head: Vec<f64>,
+}
+
+fn stats(t: &Tensor) -> Option<Stats> {
+    let v = t.to_f64_vec().ok()?;
+    if v.is_empty() {
+        return None;
+    }
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    let mean = v.iter().sum::<f64>() / v.len() as f64;
+    Some(Stats { min, max, mean, head: v.iter().take(5).copied().collect() })
+}
+
+fn summary_text(t: &Tensor) -> String {
+    match stats(t) {
+        None => "(empty)".into(),
+        Some(s) => {
+            let head: Vec<String> = s.head.iter().map(|v| format!("{v:.5}")).collect();
+            format!(
+                "min {:.5} max {:.5} mean {:.5}  [{}{}]",
+                s.min,
+                s.max,
+                s.mean,
+                head.join(", "),
+                if t.len() > 5 { ", …" } else { "" }
+            )
+        }
+    }
+}
+
+fn summary_json(name: &str, t: &Tensor) -> serde_json::Value {
+    let s = stats(t);
+    json!({
+        "name": name, "dtype": t.dtype().name(), "shape": t.shape(),
+        "min": s.as_ref().map(|s| s.min), "max": s.as_ref().map(|s| s.max),
+        "mean": s.as_ref().map(|s| s.mean), "head": s.map(|s| s.head),
+    })
+}
+
+/// (correct, total) of the argmax over the last axis of `scores` against `labels`.
+fn accuracy(scores: &Tensor, labels: &Tensor) -> anyhow::Result<(usize, usize)> {
+    let classes = *scores.shape().last().context("the first output is a scalar; cannot score it")?;
+    let v = scores.to_f64_vec()?;
+    let labels = labels.to_i64_vec().context("labels must be integers")?;
+    if classes == 0 || v.len() / classes != labels.len() {
+        bail!("{} labels for {} rows of scores {:?}", labels.len(), v.len() / classes.max(1), scores.shape());
+    }
+    let correct = v
+        .chunks(classes)
+        .zip(&labels)
+        .filter(|&(row, &l)| {
+            let best = row.iter().enumerate().fold(0, |b, (i, x)| if *x > row[b] { i } else { b });
+            best as i64 == l
+        })
+        .count();
+    Ok((correct, labels.len()))
+}

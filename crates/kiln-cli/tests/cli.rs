@@ -1,0 +1,135 @@
+//! The `kiln` binary on bad input: clear errors naming the thing, non-zero exit, no panic.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use kiln_onnx::proto::*;
+use prost::Message;
+
+fn kiln(args: &[&str]) -> (bool, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("run kiln");
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn temp_dir(name: &str) -> PathBuf {
+    let d = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
+    std::fs::create_dir_all(&d).unwrap();
+    d
+}
+
+/// y = relu(x) with x: f32[batch, 3].
+fn relu_model(dir: &Path) -> PathBuf {
+    let dims = vec![
+        Dimension { value: Some(dimension::Value::DimParam("batch".into())), denotation: String::new() },
+        Dimension { value: Some(dimension::Value::DimValue(3)), denotation: String::new() },
+    ];
+    let x = ValueInfoProto {
+        name: "x".into(),
+        r#type: Some(TypeProto {
+            value: Some(type_proto::Value::TensorType(TensorTypeProto {
+                elem_type: 1,
+                shape: Some(TensorShapeProto { dim: dims }),
+            })),
+            denotation: String::new(),
+        }),
+        doc_string: String::new(),
+    };
+    let m = ModelProto {
+        ir_version: 8,
+        opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
+        graph: Some(GraphProto {
+            name: "relu".into(),
+            node: vec![NodeProto {
+                op_type: "Relu".into(),
+                name: "r".into(),
+                input: vec!["x".into()],
+                output: vec!["y".into()],
+                ..Default::default()
+            }],
+            input: vec![x],
+            output: vec![ValueInfoProto { name: "y".into(), ..Default::default() }],
+            ..Default::default()
+        }),
+        ..Default::default()
+    };
+    let p = dir.join("relu.onnx");
+    std::fs::write(&p, m.encode_to_vec()).unwrap();
+    p
+}
+
+fn write_npy_f64(path: &Path, shape: &str, values: &[f64]) {
+    let mut header = format!("{{'descr': '<f8', 'fortran_order': False, 'shape': {shape}, }}");
+    while (10 + header.len() + 1) % 64 != 0 {
+        header.push(' ');
+    }
+    header.push('\n');
+    let mut b = b"\x93NUMPY\x01\x00".to_vec();
+    b.extend_from_slice(&(header.len() as u16).to_le_bytes());
+    b.extend_from_slice(header.as_bytes());
+    for v in values {
+        b.extend_from_slice(&v.to_le_bytes());
+    }
+    std::fs::write(path, b).unwrap();
+}
+
+#[test]
+fn run_and_inspect_a_small_model() {
+    let dir = temp_dir("ok");
+    let m = relu_model(&dir);
+    let m = m.to_str().unwrap();
+    let (ok, out, err) = kiln(&["run", m, "--shapes", "x:4x3", "--output-dir", dir.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    assert!(out.contains("output  y: f32 [4, 3]"), "{out}");
+    assert!(dir.join("y.npy").exists());
+    let (ok, out, _) = kiln(&["inspect", m, "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["ops"]["Relu"], 1);
+    assert_eq!(v["inputs"][0]["type"], "f32[batch,3]");
+}
+
+#[test]
+fn a_wrong_input_dtype_is_named() {
+    let dir = temp_dir("dtype");
+    let m = relu_model(&dir);
+    let x = dir.join("x.npy");
+    write_npy_f64(&x, "(2, 3)", &[1.0, 2.0, 3.0, 4.0, 5.0, 6.0]);
+    let (ok, _, err) = kiln(&["run", m.to_str().unwrap(), "--input", &format!("x={}", x.display())]);
+    assert!(!ok);
+    assert!(err.contains("input 'x'") && err.contains("f32") && err.contains("f64"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn a_wrong_input_shape_is_named() {
+    let dir = temp_dir("shape");
+    let m = relu_model(&dir);
+    let (ok, _, err) = kiln(&["run", m.to_str().unwrap(), "--shapes", "x:2x5"]);
+    assert!(!ok);
+    assert!(err.contains("input 'x'") && err.contains("[batch,3]"), "{err}");
+}
+
+#[test]
+fn an_unknown_input_name_is_named() {
+    let dir = temp_dir("name");
+    let m = relu_model(&dir);
+    let (ok, _, err) = kiln(&["run", m.to_str().unwrap(), "--shapes", "nope:2x3"]);
+    assert!(!ok);
+    assert!(err.contains("no input 'nope'"), "{err}");
+}
+
+#[test]
+fn garbage_and_missing_files_are_named() {
+    let dir = temp_dir("garbage");
+    let g = dir.join("garbage.onnx");
+    std::fs::write(&g, b"\xff\xfe this is not a model").unwrap();
+    for args in [vec!["run", g.to_str().unwrap()], vec!["inspect", "/no/such/model.onnx"]] {
+        let (ok, _, err) = kiln(&args);
+        assert!(!ok);
+        assert!(err.contains(".onnx") && !err.contains("panicked"), "{err}");
+    }
+}

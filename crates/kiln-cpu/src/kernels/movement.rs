@@ -1,8 +1,0 @@
-use kiln_ir::Tensor;
-use kiln_ir::ops::MovementOp;
-
-use crate::{EvalContext, Result};
-
-pub fn eval(op: &MovementOp, _inputs: &[Option<Tensor>], _n_outputs: usize, _ctx: &EvalContext) -> Result<Vec<Tensor>> {
-    match *op {}
-}
