@@ -8,6 +8,10 @@ pub enum CpuError {
     UnsupportedDType { op: String, dtype: DType },
     #[error("{op}: {msg}")]
     Invalid { op: String, msg: String },
+    /// A valid model uses a feature the CPU backend deliberately does not have
+    /// (e.g. training-mode behaviour).
+    #[error("{op}: {what} is not supported")]
+    Unsupported { op: String, what: String },
     #[error("input '{name}': {msg}")]
     Input { name: String, msg: String },
     #[error("graph: {0}")]
@@ -19,6 +23,10 @@ pub enum CpuError {
 impl CpuError {
     pub fn invalid(op: impl Into<String>, msg: impl Into<String>) -> Self {
         CpuError::Invalid { op: op.into(), msg: msg.into() }
+    }
+
+    pub fn unsupported(op: impl Into<String>, what: impl Into<String>) -> Self {
+        CpuError::Unsupported { op: op.into(), what: what.into() }
     }
 
     pub fn dtype(op: impl Into<String>, dtype: DType) -> Self {

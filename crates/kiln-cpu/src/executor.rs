@@ -7,6 +7,9 @@ use kiln_ir::{Dim, Fact, Graph, Node, Op, OutletId, Tensor, captured_names};
 use crate::kernels;
 use crate::{CpuError, Result};
 
+/// Values captured by subgraphs, by name.
+pub type Captures = HashMap<String, Tensor>;
+
 /// What a kernel may ask of the executor: running nested graphs (If/Loop/Scan).
 pub struct EvalContext<'a> {
     _graph: &'a Graph,
@@ -45,7 +48,7 @@ impl EvalContext<'_> {
         &self,
         subgraphs: &[&Graph],
         inputs: &[Option<Tensor>],
-    ) -> Result<(Vec<Option<Tensor>>, HashMap<String, Tensor>)> {
+    ) -> Result<(Vec<Option<Tensor>>, Captures)> {
         let names = captured_names(subgraphs);
         let n_formal =
             inputs.len().checked_sub(names.len()).ok_or_else(|| CpuError::Graph("missing captured inputs".into()))?;
@@ -153,7 +156,7 @@ fn execute(graph: &Graph, bound: Vec<(OutletId, Tensor)>) -> Result<Vec<Tensor>>
             )));
         }
         for (slot, t) in outputs.into_iter().enumerate().take(node.outputs.len()) {
-            if remaining.get(&OutletId::new(id, slot)).is_some() {
+            if remaining.contains_key(&OutletId::new(id, slot)) {
                 values[id][slot] = Some(t);
             }
         }

@@ -58,7 +58,7 @@ fn dropout(x: &Tensor, inputs: &[Option<Tensor>], n_outputs: usize, mask_is_bool
     let training = opt(inputs, 2).map(|t| t.to_bools()).transpose()?.is_some_and(|v| v.iter().any(|&b| b));
     let ratio_zero = opt(inputs, 1).map(|t| t.to_f64_vec()).transpose()?.is_some_and(|v| v.iter().all(|&r| r == 0.0));
     if training && !ratio_zero {
-        return Err(CpuError::invalid("Dropout", "training_mode=true with a non-zero ratio is not supported (inference only)"));
+        return Err(CpuError::unsupported("Dropout", "training_mode=true with a non-zero ratio (training only)"));
     }
     let mut out = vec![x.clone()];
     if n_outputs > 1 {
