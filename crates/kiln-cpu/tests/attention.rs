@@ -105,3 +105,60 @@ fn mismatched_shapes_are_errors() {
     let k3 = Tensor::from_vec(vec![1, 2, 4], vec![0.5f32; 8]).unwrap();
     assert!(run(attn(), vec![Some(q3), Some(k3.clone()), Some(k3)], 1).is_err());
 }
+
+mod linear {
+    use super::*;
+    use kiln_ir::ops::attention::{LinearAttention, UpdateRule};
+
+    fn run_linear(rule: UpdateRule, ins: Vec<Option<Tensor>>) -> kiln_cpu::Result<Vec<Tensor>> {
+        let mut net = NetworkDefinition::new("t");
+        let mut given = Vec::new();
+        let mut outlets = Vec::new();
+        for (i, t) in ins.into_iter().enumerate() {
+            outlets.push(t.map(|t| {
+                let o = net.add_input(&format!("i{i}"), t.dtype(), Shape::known(t.shape()));
+                given.push(t);
+                o
+            }));
+        }
+        let op = LinearAttention { q_num_heads: 1, kv_num_heads: 1, scale: None, rule };
+        let outs = net
+            .add_layer_opt("la", Op::Attention(AttentionOp::LinearAttention(op)), outlets, 2)
+            .map_err(kiln_cpu::CpuError::from)?;
+        net.mark_output(outs[0], "y").map_err(kiln_cpu::CpuError::from)?;
+        net.mark_output(outs[1], "state").map_err(kiln_cpu::CpuError::from)?;
+        kiln_cpu::run(&net.build(), &given)
+    }
+
+    fn t3(v: Vec<f32>) -> Tensor {
+        Tensor::from_vec(vec![1, v.len(), 1], v).unwrap()
+    }
+
+    #[test]
+    fn recurrences_by_hand() {
+        // d_k = d_v = 1, q = 1: the output is the state after each step.
+        let (q, k, v) = (t3(vec![1.0, 1.0]), t3(vec![1.0, 2.0]), t3(vec![3.0, 4.0]));
+        let base = || vec![Some(q.clone()), Some(k.clone()), Some(v.clone())];
+        // S = 3, then 3 + 2·4.
+        let out = run_linear(UpdateRule::Linear, base()).unwrap();
+        close(&out[0].to_vec::<f32>().unwrap(), &[3.0, 11.0]);
+        close(&out[1].to_vec::<f32>().unwrap(), &[11.0]);
+        // Decay by ½ before step 1: 3·½ + 8.
+        let mut ins = base();
+        ins.extend([None, Some(t3(vec![0.0, 0.5f32.ln()]))]);
+        close(&run_linear(UpdateRule::Gated, ins).unwrap()[0].to_vec::<f32>().unwrap(), &[3.0, 9.5]);
+        // Delta, β = 1: step 1 writes 4 − S·k = −2 → S = 3 + 2·(−2).
+        let mut ins = base();
+        ins.extend([None, None, Some(t3(vec![1.0, 1.0]))]);
+        close(&run_linear(UpdateRule::Delta, ins).unwrap()[0].to_vec::<f32>().unwrap(), &[3.0, -1.0]);
+    }
+
+    #[test]
+    fn rule_and_inputs_must_agree() {
+        let (q, k, v) = (t3(vec![1.0]), t3(vec![1.0]), t3(vec![3.0]));
+        // gated_delta needs decay and beta.
+        assert!(run_linear(UpdateRule::GatedDelta, vec![Some(q.clone()), Some(k.clone()), Some(v.clone())]).is_err());
+        let bad_past = Tensor::from_vec(vec![1, 1, 2, 1], vec![0.0f32; 2]).unwrap();
+        assert!(run_linear(UpdateRule::Linear, vec![Some(q), Some(k), Some(v), Some(bad_past)]).is_err());
+    }
+}

@@ -124,3 +124,36 @@ fn scan_reverse_input_and_output_axis() {
     assert_eq!(y[1].shape(), &[2, 3]);
     assert_eq!(y[1].to_vec::<f32>().unwrap(), vec![5.0, 8.0, 9.0, 6.0, 10.0, 12.0]);
 }
+
+#[test]
+fn scan8_scans_each_batch_element_up_to_its_length() {
+    let mut body = Graph::new("body");
+    let s = input(&mut body, "s", f32s(&[1]), false);
+    let x = input(&mut body, "x", f32s(&[1]), false);
+    let next = node(&mut body, "next", add(), &[s, x]);
+    body.outputs = vec![next, next];
+    let scan = Scan {
+        body,
+        batched: true,
+        num_scan_inputs: 1,
+        input_axes: vec![0],
+        input_reverse: vec![false],
+        output_axes: vec![0],
+        output_reverse: vec![false],
+    };
+    let lens_fact = Fact::new(DType::I64, Shape::known(&[2]));
+    let g = outer(
+        Op::Control(ControlOp::Scan(scan)),
+        &[Some(("lens", lens_fact)), Some(("s0", f32s(&[2, 1]))), Some(("xs", f32s(&[2, 3, 1])))],
+        2,
+    );
+    let lens = Tensor::from_vec(vec![2], vec![3i64, 1]).unwrap();
+    let s0 = Tensor::from_vec(vec![2, 1], vec![0f32, 0.0]).unwrap();
+    let xs = Tensor::from_vec(vec![2, 3, 1], vec![1f32, 2.0, 3.0, 4.0, 5.0, 6.0]).unwrap();
+    let y = kiln_cpu::run(&g, &[lens.clone(), s0.clone(), xs.clone()]).unwrap();
+    assert_eq!(y[0].to_vec::<f32>().unwrap(), vec![6.0, 4.0]);
+    assert_eq!(y[1].shape(), &[2, 3, 1]);
+    assert_eq!(y[1].to_vec::<f32>().unwrap(), vec![1.0, 3.0, 6.0, 4.0, 0.0, 0.0]);
+    let too_long = Tensor::from_vec(vec![2], vec![4i64, 1]).unwrap();
+    assert!(kiln_cpu::run(&g, &[too_long, s0, xs]).is_err());
+}

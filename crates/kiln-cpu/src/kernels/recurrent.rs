@@ -19,6 +19,9 @@ pub fn eval(op: &RecurrentOp, inputs: &[Option<Tensor>], _n_outputs: usize, _ctx
     }
     let p = Problem::new(op, inputs, name)?;
     let dirs = rnn.direction.count();
+    if rnn.activations.len() < dirs * op.activation_count() {
+        return Err(CpuError::invalid(name, format!("expected {} activations", dirs * op.activation_count())));
+    }
     let (seq, batch, h) = (p.seq, p.batch, p.hidden);
     let mut y = Array4::<f64>::zeros((seq, dirs, batch, h));
     let mut y_h = Array3::<f64>::zeros((dirs, batch, h));
@@ -232,7 +235,8 @@ impl Problem {
                             let ct = f * cp + i * cand;
                             let o = act(0, g(bi, 1, j) + rr(bi, 1, j) + po[j] * ct);
                             c_new[[bi, j]] = ct;
-                            h_new[[bi, j]] = o * act(2, ct);
+                            // onnxruntime applies h to the unclipped cell state.
+                            h_new[[bi, j]] = o * acts[2].apply(ct);
                         }
                     }
                 }
@@ -244,6 +248,11 @@ impl Problem {
                     y.slice_mut(s![*t, bi, ..]).assign(&h_new.row(bi));
                 }
             }
+        }
+        // As onnxruntime does: an empty sequence has zero final states, not the initial ones.
+        for (bi, _) in self.seq_lens.iter().enumerate().filter(|(_, l)| **l == 0) {
+            h.row_mut(bi).fill(0.0);
+            c.row_mut(bi).fill(0.0);
         }
         (y, h, c)
     }

@@ -1,4 +1,5 @@
-//! Scaled dot-product attention (ONNX `Attention`, opsets 23 and 24).
+//! Attention: scaled dot-product `Attention` (opsets 23, 24) and the recurrent
+//! `LinearAttention` (opset 27).
 
 use super::{OpFamily, optional, required};
 use crate::{DType, Dim, Fact, IrError, Result, Shape};
@@ -6,6 +7,41 @@ use crate::{DType, Dim, Fact, IrError, Result, Shape};
 #[derive(Clone, Debug, PartialEq)]
 pub enum AttentionOp {
     Attention(Attention),
+    LinearAttention(LinearAttention),
+}
+
+/// How LinearAttention updates its `[d_k, d_v]` state per head and step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum UpdateRule {
+    /// S += k vᵀ.
+    Linear,
+    /// S = exp(g)·S + k vᵀ.
+    Gated,
+    /// S += k (β (v − Sᵀk))ᵀ.
+    Delta,
+    /// Both.
+    GatedDelta,
+}
+
+impl UpdateRule {
+    pub fn gated(self) -> bool {
+        matches!(self, UpdateRule::Gated | UpdateRule::GatedDelta)
+    }
+
+    pub fn delta(self) -> bool {
+        matches!(self, UpdateRule::Delta | UpdateRule::GatedDelta)
+    }
+}
+
+/// Inputs: query, key, value (`[batch, seq, heads·size]`), past_state?
+/// (`[batch, kv_heads, d_k, d_v]`), decay?, beta?. Outputs: output, present_state.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LinearAttention {
+    pub q_num_heads: usize,
+    pub kv_num_heads: usize,
+    /// Default (`None`): `1/sqrt(d_k)`.
+    pub scale: Option<f32>,
+    pub rule: UpdateRule,
 }
 
 /// Which intermediate the optional 4th output (`qk_matmul_output`) holds.
@@ -87,7 +123,7 @@ impl Attention {
                     IrError::invalid("Attention", "3-D inputs need the q_num_heads and kv_num_heads attributes")
                 })?;
                 if let Dim::Known(h) = s.0[2]
-                    && (n == 0 || h % n != 0)
+                    && (n == 0 || !h.is_multiple_of(n))
                 {
                     return Err(IrError::invalid(
                         "Attention",
@@ -110,11 +146,15 @@ impl OpFamily for AttentionOp {
     fn name(&self) -> &'static str {
         match self {
             AttentionOp::Attention(_) => "Attention",
+            AttentionOp::LinearAttention(_) => "LinearAttention",
         }
     }
 
     fn infer(&self, inputs: &[Option<&Fact>], n_outputs: usize) -> Result<Vec<Fact>> {
-        let AttentionOp::Attention(a) = self;
+        let a = match self {
+            AttentionOp::Attention(a) => a,
+            AttentionOp::LinearAttention(l) => return infer_linear(l, inputs),
+        };
         let name = "Attention";
         let (q, k, v) = (required(inputs, 0, name)?, required(inputs, 1, name)?, required(inputs, 2, name)?);
         if let (Some(rq), Some(rk), Some(rv)) = (q.rank(), k.rank(), v.rank())
@@ -165,4 +205,30 @@ impl OpFamily for AttentionOp {
         }
         Ok(out)
     }
+}
+
+fn infer_linear(l: &LinearAttention, inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
+    let name = "LinearAttention";
+    let (q, k, v) = (required(inputs, 0, name)?, required(inputs, 1, name)?, required(inputs, 2, name)?);
+    for (f, what) in [(q, "query"), (k, "key"), (v, "value")] {
+        if let Some(r) = f.rank()
+            && r != 3
+        {
+            return Err(IrError::invalid(name, format!("{what} must be 3-D, got rank {r}")));
+        }
+    }
+    if l.q_num_heads == 0 || l.kv_num_heads == 0 || !l.q_num_heads.is_multiple_of(l.kv_num_heads) {
+        return Err(IrError::invalid(name, "q_num_heads must be a positive multiple of kv_num_heads"));
+    }
+    let dim = |f: &Fact, i: usize| f.shape.as_ref().map_or(Dim::Unknown, |s| s.0[i].clone());
+    let dv = div_dim(&dim(v, 2), Some(l.kv_num_heads));
+    let dk = div_dim(&dim(q, 2), Some(l.q_num_heads));
+    let hidden = match &dv {
+        Dim::Known(d) => Dim::Known(d * l.q_num_heads),
+        _ => Dim::Unknown,
+    };
+    let y = Fact { dtype: q.dtype, shape: Some(Shape(vec![dim(q, 0), dim(q, 1), hidden])), value: None };
+    let state_dtype = optional(inputs, 3).and_then(|f| f.dtype).or(q.dtype);
+    let state = Shape(vec![dim(q, 0), Dim::Known(l.kv_num_heads), dk, dv]);
+    Ok(vec![y, Fact { dtype: state_dtype, shape: Some(state), value: None }])
 }

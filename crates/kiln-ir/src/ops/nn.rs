@@ -105,7 +105,15 @@ impl Window {
 
     /// Geometry of spatial axis `i` of `n` for a forward window (Conv, pools):
     /// `input` size, `kernel` size, and pooling's `ceil_mode`.
-    pub fn axis(&self, i: usize, n: usize, input: usize, kernel: usize, ceil_mode: bool, op: &str) -> Result<AxisGeometry> {
+    pub fn axis(
+        &self,
+        i: usize,
+        n: usize,
+        input: usize,
+        kernel: usize,
+        ceil_mode: bool,
+        op: &str,
+    ) -> Result<AxisGeometry> {
         let stride = Self::nth(&self.strides, i, 1);
         let dilation = Self::nth(&self.dilations, i, 1);
         let mut g = AxisGeometry { input, output: 0, kernel, stride, dilation, pad_begin: 0, pad_end: 0 };
@@ -151,57 +159,6 @@ impl Window {
         }
         Ok(g)
     }
-
-    /// Geometry of spatial axis `i` of `n` for ConvTranspose. The returned geometry
-    /// describes the *forward* convolution that the transposed one is the adjoint of:
-    /// its `input` is the ConvTranspose output, its `output` the ConvTranspose input.
-    pub fn transposed_axis(
-        &self,
-        i: usize,
-        n: usize,
-        input: usize,
-        kernel: usize,
-        output_padding: usize,
-        output_shape: Option<usize>,
-        op: &str,
-    ) -> Result<AxisGeometry> {
-        let stride = Self::nth(&self.strides, i, 1);
-        let dilation = Self::nth(&self.dilations, i, 1);
-        let mut g = AxisGeometry { input: 0, output: input, kernel, stride, dilation, pad_begin: 0, pad_end: 0 };
-        let full = stride * input.saturating_sub(1) + output_padding + g.extent();
-        let target = match (output_shape, self.auto_pad) {
-            (Some(s), _) => Some(s),
-            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(input * stride),
-            _ => None,
-        };
-        match target {
-            Some(out) => {
-                let total = full as i64 - out as i64;
-                if total < 0 {
-                    return Err(IrError::invalid(
-                        op,
-                        format!("axis {i}: output size {out} is larger than the full transposed size {full}"),
-                    ));
-                }
-                let total = total as usize;
-                let small = total / 2;
-                // The spec: SAME_UPPER puts the odd pad at the end, otherwise at the start.
-                (g.pad_begin, g.pad_end) =
-                    if self.auto_pad == AutoPad::SameUpper { (small, total - small) } else { (total - small, small) };
-                g.input = out;
-            }
-            None => {
-                if self.auto_pad == AutoPad::NotSet {
-                    g.pad_begin = Self::nth(&self.pads, i, 0);
-                    g.pad_end = Self::nth(&self.pads, i + n, 0);
-                }
-                g.input = full.checked_sub(g.pad_begin + g.pad_end).ok_or_else(|| {
-                    IrError::invalid(op, format!("axis {i}: pads are larger than the full transposed size {full}"))
-                })?;
-            }
-        }
-        Ok(g)
-    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -229,14 +186,60 @@ impl ConvTranspose {
         let s = self.output_shape.as_ref()?;
         s.get(i + s.len().checked_sub(n)?).copied()
     }
+
+    /// Geometry of spatial axis `i` of `n` for ConvTranspose. The returned geometry
+    /// describes the *forward* convolution that the transposed one is the adjoint of:
+    /// its `input` is the ConvTranspose output, its `output` the ConvTranspose input.
+    pub fn axis(&self, i: usize, n: usize, input: usize, kernel: usize, op: &str) -> Result<AxisGeometry> {
+        let w = &self.window;
+        let (output_padding, output_shape) = (self.output_padding(i), self.output_size(i, n));
+        let stride = Window::nth(&w.strides, i, 1);
+        let dilation = Window::nth(&w.dilations, i, 1);
+        let mut g = AxisGeometry { input: 0, output: input, kernel, stride, dilation, pad_begin: 0, pad_end: 0 };
+        let full = stride * input.saturating_sub(1) + output_padding + g.extent();
+        let target = match (output_shape, w.auto_pad) {
+            (Some(s), _) => Some(s),
+            (None, AutoPad::SameUpper | AutoPad::SameLower) => Some(input * stride),
+            _ => None,
+        };
+        match target {
+            Some(out) => {
+                // A requested size beyond the full one (negative total padding) adds
+                // zeros at the end, as ORT does; the begin pad never goes negative.
+                let total = full as i64 - out as i64;
+                let small = total.div_euclid(2);
+                // The spec: SAME_UPPER puts the odd pad at the end, otherwise at the start.
+                let begin = if w.auto_pad == AutoPad::SameUpper { small } else { total - small };
+                g.pad_begin = begin.max(0) as usize;
+                g.pad_end = (total - begin).max(0) as usize;
+                g.input = out;
+            }
+            None => {
+                if w.auto_pad == AutoPad::NotSet {
+                    g.pad_begin = Window::nth(&w.pads, i, 0);
+                    g.pad_end = Window::nth(&w.pads, i + n, 0);
+                }
+                g.input = full.checked_sub(g.pad_begin + g.pad_end).ok_or_else(|| {
+                    IrError::invalid(op, format!("axis {i}: pads are larger than the full transposed size {full}"))
+                })?;
+            }
+        }
+        Ok(g)
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum PoolKind {
     /// `storage_order` 1 makes the Indices output column-major.
-    Max { column_major_indices: bool },
-    Average { count_include_pad: bool },
-    Lp { p: f32 },
+    Max {
+        column_major_indices: bool,
+    },
+    Average {
+        count_include_pad: bool,
+    },
+    Lp {
+        p: f32,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -318,11 +321,8 @@ impl Einsum {
                     })
                     .collect();
                 letters.sort_unstable();
-                let once: Vec<u8> = letters
-                    .iter()
-                    .copied()
-                    .filter(|c| letters.iter().filter(|d| *d == c).count() == 1)
-                    .collect();
+                let once: Vec<u8> =
+                    letters.iter().copied().filter(|c| letters.iter().filter(|d| *d == c).count() == 1).collect();
                 out.extend(once.into_iter().map(Subscript::Letter));
                 out
             }
@@ -482,13 +482,7 @@ fn einsum_shape(e: &Einsum, inputs: &[Option<&Fact>]) -> Result<Option<Shape>> {
 }
 
 /// Spatial output dims of a forward window; unknown where the input dim is.
-fn window_dims(
-    w: &Window,
-    spatial: &[Dim],
-    kernel: Option<&[usize]>,
-    ceil_mode: bool,
-    op: &str,
-) -> Result<Vec<Dim>> {
+fn window_dims(w: &Window, spatial: &[Dim], kernel: Option<&[usize]>, ceil_mode: bool, op: &str) -> Result<Vec<Dim>> {
     let n = spatial.len();
     w.check(n, op)?;
     let Some(kernel) = kernel else { return Ok(vec![Dim::Unknown; n]) };
@@ -546,9 +540,7 @@ fn conv_transpose_shape(c: &ConvTranspose, x: &Fact, w: &Fact) -> Result<Option<
     let mut out = vec![sx.0[0].clone(), m];
     for (i, d) in sx.0[2..].iter().enumerate() {
         out.push(match (d, kernel) {
-            (Dim::Known(s), Some(k)) => {
-                Dim::Known(c.window.transposed_axis(i, n, *s, k[i], c.output_padding(i), c.output_size(i, n), op)?.input)
-            }
+            (Dim::Known(s), Some(k)) => Dim::Known(c.axis(i, n, *s, k[i], op)?.input),
             _ => Dim::Unknown,
         });
     }

@@ -68,6 +68,9 @@ pub fn move_axis0(t: &Tensor, axis: usize) -> Result<Tensor> {
 /// The first `len` entries along axis 0.
 pub fn prefix(t: &Tensor, len: usize) -> Result<Tensor> {
     let mut shape = t.shape().to_vec();
+    if shape.is_empty() {
+        return Err(CpuError::invalid("Scan", "a scan input has no sequence axis"));
+    }
     let row = shape[1..].iter().product::<usize>() * t.dtype().size();
     shape[0] = len;
     Ok(Tensor::from_bytes(t.dtype(), shape, t.bytes().slice(..len * row))?)

@@ -35,7 +35,7 @@ pub fn conv<T: NnElem>(c: &Conv, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> 
         return Err(CpuError::invalid(op, format!("X {xs:?} and W {ws:?} must both have rank >= 3")));
     }
     let (n, ch, m) = (xs[0], xs[1], ws[0]);
-    if c.group == 0 || ch != ws[1] * c.group || m % c.group != 0 {
+    if c.group == 0 || ch != ws[1] * c.group || !m.is_multiple_of(c.group) {
         return Err(CpuError::invalid(op, format!("X {xs:?}, W {ws:?} and group {} do not fit", c.group)));
     }
     let kernel = c.window.kernel(Some(&ws[2..])).unwrap_or(&ws[2..]);
@@ -47,7 +47,11 @@ pub fn conv<T: NnElem>(c: &Conv, x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> 
     let (xd, wd) = (acc_data::<T>(x)?, acc_data::<T>(w)?);
     let bias = b.map(acc_data::<T>).transpose()?;
     check_bias(bias.as_deref(), m, op)?;
-    let out = if g.cin == 1 { depthwise(&g, &geom, &xd, &wd, bias.as_deref()) } else { im2col_conv(&g, &geom, &xd, &wd, bias.as_deref())? };
+    let out = if g.cin == 1 {
+        depthwise(&g, &geom, &xd, &wd, bias.as_deref())
+    } else {
+        im2col_conv(&g, &geom, &xd, &wd, bias.as_deref())?
+    };
     let mut shape = vec![n, m];
     shape.extend(geom.out_dims());
     from_acc::<T>(shape, out)
@@ -76,9 +80,15 @@ fn depthwise<A: Acc>(g: &Groups, geom: &Geom, x: &[A], w: &[A], bias: Option<&[A
         for tap in 0..taps {
             let wt = w[oc * taps + tap];
             geom.for_each_line(tap, |l| {
-                let dst = &mut plane[l.out..l.out + l.len];
-                for (k, d) in dst.iter_mut().enumerate() {
-                    *d = d.add(wt.mul(src[l.inp + k * step]));
+                let dst = l.dst(plane);
+                if step == 1 {
+                    for (d, &v) in dst.iter_mut().zip(&src[l.inp..l.inp + l.len]) {
+                        *d = d.add(wt.mul(v));
+                    }
+                } else {
+                    for (d, &v) in dst.iter_mut().zip(l.src(src, step)) {
+                        *d = d.add(wt.mul(v));
+                    }
                 }
             });
         }
@@ -94,11 +104,11 @@ fn im2col<A: Acc>(geom: &Geom, src: &[A], channels: usize, col: &mut [A]) {
         let plane = &src[(row / taps) * in_size..][..in_size];
         dst.fill(A::ZERO);
         geom.for_each_line(row % taps, |l| {
-            let d = &mut dst[l.out..l.out + l.len];
+            let d = l.dst(dst);
             if step == 1 {
                 d.copy_from_slice(&plane[l.inp..l.inp + l.len]);
             } else {
-                d.iter_mut().enumerate().for_each(|(k, v)| *v = plane[l.inp + k * step]);
+                d.iter_mut().zip(l.src(plane, step)).for_each(|(d, &v)| *d = v);
             }
         });
     });
@@ -144,9 +154,15 @@ fn col2im<A: Acc>(geom: &Geom, col: &[A], image: &mut [A]) {
         for tap in 0..taps {
             let row = &col[(c * taps + tap) * out_size..][..out_size];
             geom.for_each_line(tap, |l| {
-                for (k, v) in row[l.out..l.out + l.len].iter().enumerate() {
-                    let d = &mut plane[l.inp + k * step];
-                    *d = d.add(*v);
+                let src = &row[l.out..l.out + l.len];
+                if step == 1 {
+                    for (d, &v) in plane[l.inp..l.inp + l.len].iter_mut().zip(src) {
+                        *d = d.add(v);
+                    }
+                } else {
+                    for (d, &v) in plane[l.inp..].iter_mut().step_by(step).zip(src) {
+                        *d = d.add(v);
+                    }
                 }
             });
         }
@@ -160,7 +176,7 @@ pub fn conv_transpose<T: NnElem>(c: &ConvTranspose, x: &Tensor, w: &Tensor, b: O
         return Err(CpuError::invalid(op, format!("X {xs:?} and W {ws:?} must both have rank >= 3")));
     }
     let (n, ch) = (xs[0], xs[1]);
-    if c.group == 0 || ws[0] != ch || ch % c.group != 0 {
+    if c.group == 0 || ws[0] != ch || !ch.is_multiple_of(c.group) {
         return Err(CpuError::invalid(op, format!("X {xs:?}, W {ws:?} and group {} do not fit", c.group)));
     }
     let g = Groups { batch: n, group: c.group, cin: ch / c.group, cout: ws[1] };
@@ -171,9 +187,7 @@ pub fn conv_transpose<T: NnElem>(c: &ConvTranspose, x: &Tensor, w: &Tensor, b: O
     }
     let d = xs.len() - 2;
     c.window.check(d, op)?;
-    let axes = (0..d)
-        .map(|i| c.window.transposed_axis(i, d, xs[2 + i], kernel[i], c.output_padding(i), c.output_size(i, d), op))
-        .collect::<kiln_ir::Result<Vec<_>>>()?;
+    let axes = (0..d).map(|i| c.axis(i, d, xs[2 + i], kernel[i], op)).collect::<kiln_ir::Result<Vec<_>>>()?;
     // The geometry of the forward convolution whose adjoint this is: its input is our output.
     let geom = Geom { axes };
     let (in_size, out_size, taps) = (geom.out_size(), geom.in_size(), geom.taps());
@@ -219,7 +233,7 @@ pub fn col2im_op<T: NnElem>(w: &Window, x: &Tensor, image: &Tensor, block: &Tens
     let (image, block) = (to_sizes(image, "image_shape")?, to_sizes(block, "block_shape")?);
     let xs = x.shape();
     let taps: usize = block.iter().product();
-    if xs.len() != 3 || image.len() != block.len() || taps == 0 || xs[1] % taps != 0 {
+    if xs.len() != 3 || image.len() != block.len() || taps == 0 || !xs[1].is_multiple_of(taps) {
         return Err(CpuError::invalid(op, format!("input {xs:?}, image {image:?} and block {block:?} do not fit")));
     }
     let geom = Geom::forward(w, &image, &block, false, op)?;

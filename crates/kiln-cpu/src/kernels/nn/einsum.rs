@@ -56,7 +56,10 @@ impl<A: Acc> Labeled<A> {
         for ((&l, &d), s) in self.labels.iter().zip(&self.dims).zip(strides(&self.dims)) {
             match labels.iter().position(|&x| x == l) {
                 Some(p) if dims[p] != d => {
-                    return Err(CpuError::invalid("Einsum", format!("a repeated subscript has sizes {} and {d}", dims[p])));
+                    return Err(CpuError::invalid(
+                        "Einsum",
+                        format!("a repeated subscript has sizes {} and {d}", dims[p]),
+                    ));
                 }
                 Some(p) => st[p] += s,
                 None => {
@@ -88,7 +91,8 @@ impl<A: Acc> Labeled<A> {
 
     /// Sums over every label not in `keep`.
     fn sum_except(self, keep: &[u16]) -> Self {
-        let (kept, summed): (Vec<usize>, Vec<usize>) = (0..self.labels.len()).partition(|&i| keep.contains(&self.labels[i]));
+        let (kept, summed): (Vec<usize>, Vec<usize>) =
+            (0..self.labels.len()).partition(|&i| keep.contains(&self.labels[i]));
         if summed.is_empty() {
             return self;
         }
@@ -98,9 +102,8 @@ impl<A: Acc> Labeled<A> {
         let inner: usize = summed.iter().map(|&i| self.dims[i]).product();
         let dims: Vec<usize> = kept.iter().map(|&i| self.dims[i]).collect();
         let outer: usize = dims.iter().product();
-        let data = (0..outer)
-            .map(|o| data[o * inner..(o + 1) * inner].iter().fold(A::ZERO, |s, &v| s.add(v)))
-            .collect();
+        let data =
+            (0..outer).map(|o| data[o * inner..(o + 1) * inner].iter().fold(A::ZERO, |s, &v| s.add(v))).collect();
         Labeled { data, dims, labels: kept.iter().map(|&i| self.labels[i]).collect() }
     }
 }
@@ -143,7 +146,10 @@ pub fn einsum<T: NnElem>(e: &Einsum, inputs: &[&Tensor]) -> Result<Tensor> {
             if *s == 1 {
                 *s = d;
             } else if d != 1 && d != *s {
-                return Err(CpuError::invalid("Einsum", format!("equation '{}': sizes {s} and {d} differ", e.equation)));
+                return Err(CpuError::invalid(
+                    "Einsum",
+                    format!("equation '{}': sizes {s} and {d} differ", e.equation),
+                ));
             }
         }
     }

@@ -5,6 +5,7 @@ use kiln_ir::ops::nn::{Pool, PoolKind, Window, unpool_size};
 use kiln_ir::{Element, Tensor};
 use rayon::prelude::*;
 
+use super::matmul::strides;
 use super::scalar::{Acc, NnElem, acc_data, from_acc};
 use super::window::Geom;
 use crate::{CpuError, Result};
@@ -38,14 +39,22 @@ pub fn pool<T: NnElem>(p: &Pool, x: &Tensor, want_indices: bool, op: &str) -> Re
                 let mut best = vec![0usize; if ix.is_some() { out_size } else { 0 }];
                 for tap in 0..taps {
                     geom.for_each_line(tap, |l| {
+                        // Strictly greater: the first maximum in window order wins, as in
+                        // ORT; a NaN wins over numbers.
+                        let wins = |v: T::A, d: T::A| v > d || (v.is_nan() && !d.is_nan());
+                        if best.is_empty() {
+                            for (d, &v) in l.dst(dst).iter_mut().zip(l.src(src, step)) {
+                                if wins(v, *d) {
+                                    *d = v;
+                                }
+                            }
+                            return;
+                        }
                         for k in 0..l.len {
                             let (i, o) = (l.inp + k * step, l.out + k);
-                            // Strictly greater: the first maximum in window order wins, as in ORT.
-                            if src[i] > dst[o] || (src[i].is_nan() && !dst[o].is_nan()) {
+                            if wins(src[i], dst[o]) {
                                 dst[o] = src[i];
-                                if let Some(b) = best.get_mut(o) {
-                                    *b = i;
-                                }
+                                best[o] = i;
                             }
                         }
                     });
@@ -79,8 +88,8 @@ pub fn pool<T: NnElem>(p: &Pool, x: &Tensor, want_indices: bool, op: &str) -> Re
                 let src = planes_of(p);
                 for tap in 0..taps {
                     geom.for_each_line(tap, |l| {
-                        for k in 0..l.len {
-                            dst[l.out + k] = dst[l.out + k].add(src[l.inp + k * step]);
+                        for (d, &v) in l.dst(dst).iter_mut().zip(l.src(src, step)) {
+                            *d = d.add(v);
                         }
                     });
                 }
@@ -97,8 +106,8 @@ pub fn pool<T: NnElem>(p: &Pool, x: &Tensor, want_indices: bool, op: &str) -> Re
                 let mut acc = vec![0f64; out_size];
                 for tap in 0..taps {
                     geom.for_each_line(tap, |l| {
-                        for k in 0..l.len {
-                            acc[l.out + k] += src[l.inp + k * step].to_f64().abs().powf(power);
+                        for (d, &v) in l.dst(&mut acc).iter_mut().zip(l.src(src, step)) {
+                            *d += v.to_f64().abs().powf(power);
                         }
                     });
                 }
@@ -139,7 +148,9 @@ pub fn global_pool<T: NnElem>(kind: PoolKind, x: &Tensor, op: &str) -> Result<Te
         .map(|p| {
             let plane = &xd[p * size..][..size];
             match kind {
-                PoolKind::Max { .. } => plane.iter().fold(T::A::LOWEST, |m, &v| if v > m || v.is_nan() { v } else { m }),
+                PoolKind::Max { .. } => {
+                    plane.iter().fold(T::A::LOWEST, |m, &v| if v > m || v.is_nan() { v } else { m })
+                }
                 PoolKind::Average { .. } => {
                     let sum: f64 = plane.iter().map(|v| v.to_f64()).sum();
                     T::A::from_f64(sum / size as f64)
@@ -157,7 +168,9 @@ pub fn global_pool<T: NnElem>(kind: PoolKind, x: &Tensor, op: &str) -> Result<Te
     from_acc::<T>(shape, out)
 }
 
-/// Scatters X into zeros at the flat positions given by I (MaxPool's Indices).
+/// Scatters X into zeros at the flat positions given by I (MaxPool's Indices), which
+/// index the default output (the input of the MaxPool). An `output_shape` input places
+/// that result at the start of a zero tensor of its shape, as the ONNX reference does.
 pub fn max_unpool<T: Element + Default>(
     w: &Window,
     x: &Tensor,
@@ -169,32 +182,34 @@ pub fn max_unpool<T: Element + Default>(
     if xs.len() < 3 || indices.shape() != xs {
         return Err(CpuError::invalid(op, format!("X {xs:?} and I {:?} must match, rank >= 3", indices.shape())));
     }
-    let shape: Vec<usize> = match output_shape {
-        Some(t) => t
-            .to_i64_vec()?
-            .into_iter()
-            .map(|v| usize::try_from(v).map_err(|_| CpuError::invalid(op, format!("output_shape has {v}"))))
-            .collect::<Result<_>>()?,
-        None => {
-            let d = xs.len() - 2;
-            w.check(d, op)?;
-            let kernel = w.kernel_shape.as_deref().ok_or_else(|| CpuError::invalid(op, "kernel_shape is required"))?;
-            let mut s = xs[..2].to_vec();
-            for i in 0..d {
-                s.push(unpool_size(w, i, d, xs[2 + i], kernel[i], op)?);
-            }
-            s
-        }
-    };
-    if shape.len() != xs.len() {
-        return Err(CpuError::invalid(op, format!("output_shape {shape:?} must have the rank of X {xs:?}")));
+    let d = xs.len() - 2;
+    w.check(d, op)?;
+    let kernel = w.kernel_shape.as_deref().ok_or_else(|| CpuError::invalid(op, "kernel_shape is required"))?;
+    let mut inferred = xs[..2].to_vec();
+    for i in 0..d {
+        inferred.push(unpool_size(w, i, d, xs[2 + i], kernel[i], op)?);
     }
-    let total: usize = shape.iter().product();
+    let total: usize = inferred.iter().product();
     let mut out = vec![T::default(); total];
     let (xd, id) = (x.as_slice::<T>()?, indices.to_i64_vec()?);
     for (&v, &i) in xd.iter().zip(&id) {
         let slot = usize::try_from(i).ok().and_then(|i| out.get_mut(i));
-        *slot.ok_or_else(|| CpuError::invalid(op, format!("index {i} is out of range for output {shape:?}")))? = v;
+        *slot.ok_or_else(|| CpuError::invalid(op, format!("index {i} is out of range for output {inferred:?}")))? = v;
     }
-    Ok(Tensor::from_vec_as(x.dtype(), shape, out)?)
+    let Some(t) = output_shape else { return Ok(Tensor::from_vec_as(x.dtype(), inferred, out)?) };
+    let shape: Vec<usize> = t
+        .to_i64_vec()?
+        .into_iter()
+        .map(|v| usize::try_from(v).map_err(|_| CpuError::invalid(op, format!("output_shape has {v}"))))
+        .collect::<Result<_>>()?;
+    if shape.len() != xs.len() || shape.iter().zip(&inferred).any(|(s, i)| s < i) {
+        return Err(CpuError::invalid(op, format!("output_shape {shape:?} is smaller than {inferred:?}")));
+    }
+    let mut padded = vec![T::default(); shape.iter().product()];
+    let (src_st, dst_st) = (strides(&inferred), strides(&shape));
+    for (flat, v) in out.into_iter().enumerate() {
+        let dst: usize = (0..shape.len()).map(|k| (flat / src_st[k]) % inferred[k] * dst_st[k]).sum();
+        padded[dst] = v;
+    }
+    Ok(Tensor::from_vec_as(x.dtype(), shape, padded)?)
 }

@@ -51,9 +51,11 @@ macro_rules! float_acc {
             const ZERO: Self = 0.0;
             const ONE: Self = 1.0;
             const LOWEST: Self = <$t>::NEG_INFINITY;
+            #[inline(always)]
             fn add(self, o: Self) -> Self {
                 self + o
             }
+            #[inline(always)]
             fn mul(self, o: Self) -> Self {
                 self * o
             }
@@ -96,9 +98,11 @@ macro_rules! int_acc {
             const ZERO: Self = 0;
             const ONE: Self = 1;
             const LOWEST: Self = <$t>::MIN;
+            #[inline(always)]
             fn add(self, o: Self) -> Self {
                 self.wrapping_add(o)
             }
+            #[inline(always)]
             fn mul(self, o: Self) -> Self {
                 self.wrapping_mul(o)
             }
@@ -166,9 +170,7 @@ impl<'a, A> Mat<'a, A> {
     }
 
     fn in_bounds(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
+        self.rows == 0 || self.cols == 0 || (self.rows - 1) * self.rs + (self.cols - 1) * self.cs < self.data.len()
     }
 }
 

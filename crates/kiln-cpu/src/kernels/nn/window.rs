@@ -24,6 +24,20 @@ pub struct Line {
     pub len: usize,
 }
 
+impl Line {
+    /// The input elements of this line in `plane`, `step` apart.
+    #[inline]
+    pub fn src<'a, A>(&self, plane: &'a [A], step: usize) -> impl Iterator<Item = &'a A> + use<'a, A> {
+        plane[self.inp..].iter().step_by(step).take(self.len)
+    }
+
+    /// The output elements of this line in `plane`.
+    #[inline]
+    pub fn dst<'a, A>(&self, plane: &'a mut [A]) -> &'a mut [A] {
+        &mut plane[self.out..self.out + self.len]
+    }
+}
+
 impl Geom {
     /// Forward geometry (Conv, pools, Col2Im) for `input` spatial dims and `kernel` dims.
     pub fn forward(w: &Window, input: &[usize], kernel: &[usize], ceil_mode: bool, op: &str) -> Result<Geom> {
@@ -125,7 +139,8 @@ impl Geom {
             .axes
             .iter()
             .map(|a| {
-                let (lo, hi) = if padded { (0, a.input + a.pad_begin + a.pad_end) } else { (a.pad_begin, a.input + a.pad_begin) };
+                let (lo, hi) =
+                    if padded { (0, a.input + a.pad_begin + a.pad_end) } else { (a.pad_begin, a.input + a.pad_begin) };
                 (0..a.output)
                     .map(|o| (0..a.kernel).filter(|t| (lo..hi).contains(&(o * a.stride + t * a.dilation))).count())
                     .collect()

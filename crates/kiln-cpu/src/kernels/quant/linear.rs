@@ -105,10 +105,13 @@ fn wider(a: DType, b: DType) -> DType {
         DType::F64 => 3,
         DType::F32 => 2,
         DType::F16 | DType::BF16 => 1,
-        _ => 2,
+        // Integer x (QuantizeLinear-10 takes i32): numpy divides in f64.
+        _ => 3,
     };
-    if a == b {
+    if a == b && a.is_float() {
         a
+    } else if rank(a) == 3 || rank(b) == 3 {
+        DType::F64
     } else if rank(a) == rank(b) {
         DType::F32
     } else if rank(a) > rank(b) {
@@ -127,7 +130,9 @@ pub fn quantize(q: &Quantize, inputs: &[Option<Tensor>], op: &str) -> Result<Ten
     let xs = values_f64(x)?;
     let scaled = xs.iter().enumerate().map(|(i, &v)| {
         let (s, z) = params.at(i);
-        (round_to(precision, v / s), z)
+        // Both operands are first converted to the precision type (lossless when it is
+        // the wider of the two; an explicit `precision` may round them).
+        (round_to(precision, round_to(precision, v) / round_to(precision, s)), z)
     });
     let shape = x.shape().to_vec();
     if let Some(f) = Fp8::of(target) {

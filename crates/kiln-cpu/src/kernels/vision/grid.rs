@@ -107,6 +107,9 @@ fn grid_sample_t<T: Element + NumCast + Bounded + Copy, A: Real>(
         return Err(CpuError::invalid(op, format!("X {xs:?} and grid {gs:?} do not fit")));
     }
     let (n, c) = (xs[0], xs[1]);
+    if xs[2..].contains(&0) && gs[1..gs.len() - 1].iter().product::<usize>() > 0 {
+        return Err(CpuError::invalid(op, format!("cannot sample an empty image {xs:?}")));
+    }
     let dims: Vec<Dim1> = xs[2..]
         .iter()
         .map(|&len| {

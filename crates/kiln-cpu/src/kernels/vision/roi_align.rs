@@ -55,6 +55,9 @@ fn run<T: Element + NumCast + Bounded + Copy>(r: &RoiAlign, inputs: &[Option<Ten
     let &[nr, 4] = rois_t.shape() else {
         return Err(CpuError::invalid(OP, format!("rois must be [num_rois, 4], got {:?}", rois_t.shape())));
     };
+    if (h == 0 || w == 0) && nr * c * r.output_height * r.output_width > 0 {
+        return Err(CpuError::invalid(OP, format!("cannot pool from an empty image {:?}", xt.shape())));
+    }
     let batch = idx_t.to_i64_vec()?;
     if batch.len() != nr {
         return Err(CpuError::invalid(OP, "batch_indices must have one entry per roi"));

@@ -1,19 +1,17 @@
 //! ONNX `Attention`: softmax(Q·Kᵀ·scale [softcap] + bias) · V per head, with KV cache
 //! concatenation and grouped-query heads. f16/bf16 are computed in f32 and rounded once.
 
-use kiln_ir::ops::AttentionOp;
 use kiln_ir::ops::attention::{Attention, QkOutputMode};
 use kiln_ir::{DType, Element, Tensor};
 use num_traits::{Float, NumCast};
 use rayon::prelude::*;
 
 use crate::array::{opt, req};
-use crate::{CpuError, EvalContext, Result, dispatch};
+use crate::{CpuError, Result, dispatch};
 
 const OP: &str = "Attention";
 
-pub fn eval(op: &AttentionOp, inputs: &[Option<Tensor>], n_outputs: usize, _ctx: &EvalContext) -> Result<Vec<Tensor>> {
-    let AttentionOp::Attention(a) = op;
+pub fn eval(a: &Attention, inputs: &[Option<Tensor>], n_outputs: usize) -> Result<Vec<Tensor>> {
     let q = req(inputs, 0, OP)?;
     match q.dtype() {
         DType::F64 => attention::<f64, f64>(a, inputs, n_outputs),
@@ -106,7 +104,7 @@ impl<A: Acc> Heads<A> {
             [batch, seq, hidden] => {
                 let heads =
                     n_heads.ok_or_else(|| CpuError::invalid(OP, "3-D inputs need q_num_heads and kv_num_heads"))?;
-                if heads == 0 || hidden % heads != 0 {
+                if heads == 0 || !hidden.is_multiple_of(heads) {
                     return Err(CpuError::invalid(
                         OP,
                         format!("{what} hidden size {hidden} not divisible by {heads} heads"),
@@ -275,7 +273,7 @@ fn attention<T: Element + NumCast + Copy, A: Acc>(
     if q.batch != k.batch || k.batch != v.batch || k.heads != v.heads || k.seq != v.seq || q.size != k.size {
         return Err(CpuError::invalid(OP, "Q, K and V shapes are inconsistent"));
     }
-    if k.heads == 0 || q.heads % k.heads != 0 {
+    if k.heads == 0 || !q.heads.is_multiple_of(k.heads) {
         return Err(CpuError::invalid(
             OP,
             format!("{} query heads are not a multiple of {} kv heads", q.heads, k.heads),
