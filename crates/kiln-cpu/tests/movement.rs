@@ -201,6 +201,17 @@ fn compress_nonzero_reverse_sequence() {
 }
 
 #[test]
+fn tensor_scatter_writes_rows_circularly() {
+    let op = MovementOp::TensorScatter { axis: -2, circular: true };
+    let cache = Tensor::zeros(DType::F32, vec![2, 3, 1]);
+    let consts = vec![Some(f32s(&[2, 2, 1], &[1.0, 2.0, 3.0, 4.0])), Some(i64s(&[2, 0]))];
+    let y = run1(op, cache.clone(), consts.clone()).unwrap();
+    assert_eq!(vals(&y), [2.0, 0.0, 1.0, 3.0, 4.0, 0.0]);
+    let linear = MovementOp::TensorScatter { axis: -2, circular: false };
+    assert!(run1(linear, cache, consts).is_err());
+}
+
+#[test]
 fn bool_and_fp16_move_by_storage() {
     let b = Tensor::from_bools(vec![2, 2], vec![true, false, false, true]).unwrap();
     let y = run1(MovementOp::Transpose { perm: None }, b, vec![]).unwrap();

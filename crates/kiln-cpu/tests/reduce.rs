@@ -79,11 +79,17 @@ fn reductions_over_axis_1() {
 #[test]
 fn reduce_axes_forms_and_noop() {
     // Attribute form (old opsets), all axes when none given, noop with empty axes.
-    let attr = ReduceOp::Reduce(Reduce { kind: ReduceKind::Sum, axes: Some(vec![0]), keepdims: false, noop_with_empty_axes: false });
+    let attr = ReduceOp::Reduce(Reduce {
+        kind: ReduceKind::Sum,
+        axes: Some(vec![0]),
+        keepdims: false,
+        noop_with_empty_axes: false,
+    });
     assert_close(&run1(attr, &[x23()]).unwrap(), &[3], &[5.0, 3.0, -3.0]);
     assert_close(&run1(reduce(ReduceKind::Sum, false), &[x23()]).unwrap(), &[], &[5.0]);
     assert_close(&run1(reduce(ReduceKind::Max, true), &[x23(), i64s(&[])]).unwrap(), &[1, 1], &[5.0]);
-    let noop = ReduceOp::Reduce(Reduce { kind: ReduceKind::Sum, axes: None, keepdims: true, noop_with_empty_axes: true });
+    let noop =
+        ReduceOp::Reduce(Reduce { kind: ReduceKind::Sum, axes: None, keepdims: true, noop_with_empty_axes: true });
     assert_close(&run1(noop, &[x23(), i64s(&[])]).unwrap(), &[2, 3], &[1.0, -2.0, 3.0, 4.0, 5.0, -6.0]);
 }
 
@@ -127,7 +133,12 @@ fn reduce_integers_bools_and_halves() {
 fn reduce_bad_axes_are_errors() {
     assert!(run1(reduce(ReduceKind::Sum, true), &[x23(), i64s(&[2])]).is_err());
     assert!(run1(reduce(ReduceKind::Sum, true), &[x23(), i64s(&[1, -1])]).is_err());
-    let attr = ReduceOp::Reduce(Reduce { kind: ReduceKind::Sum, axes: Some(vec![-3]), keepdims: true, noop_with_empty_axes: false });
+    let attr = ReduceOp::Reduce(Reduce {
+        kind: ReduceKind::Sum,
+        axes: Some(vec![-3]),
+        keepdims: true,
+        noop_with_empty_axes: false,
+    });
     assert!(run1(attr, &[x23()]).is_err());
 }
 
@@ -135,13 +146,13 @@ fn reduce_bad_axes_are_errors() {
 fn argmax_argmin() {
     let x = f32s(&[2, 3], &[2.0, 7.0, 7.0, -1.0, -1.0, 0.5]);
     let arg = |kind, axis, keepdims, last| ReduceOp::Arg(ArgReduce { kind, axis, keepdims, select_last_index: last });
-    let y = run1(arg(ArgKind::Max, 1, true, false), &[x.clone()]).unwrap();
+    let y = run1(arg(ArgKind::Max, 1, true, false), std::slice::from_ref(&x)).unwrap();
     assert_eq!((y.shape(), y.to_vec::<i64>().unwrap()), (&[2usize, 1][..], vec![1, 2]));
-    let y = run1(arg(ArgKind::Max, -1, false, true), &[x.clone()]).unwrap();
+    let y = run1(arg(ArgKind::Max, -1, false, true), std::slice::from_ref(&x)).unwrap();
     assert_eq!(y.to_vec::<i64>().unwrap(), vec![2, 2]);
-    let y = run1(arg(ArgKind::Min, 1, false, true), &[x.clone()]).unwrap();
+    let y = run1(arg(ArgKind::Min, 1, false, true), std::slice::from_ref(&x)).unwrap();
     assert_eq!(y.to_vec::<i64>().unwrap(), vec![0, 1]);
-    let y = run1(arg(ArgKind::Min, 0, false, false), &[x.clone()]).unwrap();
+    let y = run1(arg(ArgKind::Min, 0, false, false), std::slice::from_ref(&x)).unwrap();
     assert_eq!(y.to_vec::<i64>().unwrap(), vec![1, 1, 1]);
     assert!(run1(arg(ArgKind::Max, 2, true, false), &[x]).is_err());
     assert!(run1(arg(ArgKind::Max, 0, true, false), &[f32s(&[0, 2], &[])]).is_err());
@@ -173,7 +184,11 @@ fn softmax_family() {
     let y = run1(sm(SoftmaxKind::Softmax, -1, false), &[x23()]).unwrap();
     assert_close(&y, &[2, 3], &[e(1.0) / s1, e(-2.0) / s1, e(3.0) / s1, e(4.0) / s2, e(5.0) / s2, e(-6.0) / s2]);
     let y = run1(sm(SoftmaxKind::LogSoftmax, 1, false), &[x23()]).unwrap();
-    assert_close(&y, &[2, 3], &[1.0 - s1.ln(), -2.0 - s1.ln(), 3.0 - s1.ln(), 4.0 - s2.ln(), 5.0 - s2.ln(), -6.0 - s2.ln()]);
+    assert_close(
+        &y,
+        &[2, 3],
+        &[1.0 - s1.ln(), -2.0 - s1.ln(), 3.0 - s1.ln(), 4.0 - s2.ln(), 5.0 - s2.ln(), -6.0 - s2.ln()],
+    );
     // Along axis 0: pairs (1,4), (-2,5), (3,-6).
     let y = run1(sm(SoftmaxKind::Softmax, 0, false), &[x23()]).unwrap();
     let p = |a: f64, b: f64| e(a) / (e(a) + e(b));
@@ -209,7 +224,8 @@ fn batch_norm_inference_and_training() {
     let g0 = |x: f64| (x - 4.0) / 5f64.sqrt() * 2.0 + 1.0;
     let y = out[0].to_f64_vec().unwrap();
     assert!((y[0] - g0(1.0)).abs() < 1e-5 && (y[1] - g0(3.0)).abs() < 1e-5, "{y:?}");
-    let bad = [inputs[0].clone(), f32s(&[3], &[1.0, 1.0, 1.0]), inputs[2].clone(), inputs[3].clone(), inputs[4].clone()];
+    let bad =
+        [inputs[0].clone(), f32s(&[3], &[1.0, 1.0, 1.0]), inputs[2].clone(), inputs[3].clone(), inputs[4].clone()];
     assert!(run1(bn(false), &bad).is_err());
 }
 
@@ -235,7 +251,8 @@ fn layer_and_rms_norm() {
 fn group_and_instance_norm() {
     // N=1, C=4, spatial 1: groups of channels (1,3) and (2,6) with 2 groups.
     let x = f32s(&[1, 4, 1], &[1.0, 3.0, 2.0, 6.0]);
-    let per_channel = GroupNorm { num_groups: 2, epsilon: 0.0, stash_type: DType::F32, affine: GroupAffine::PerChannel };
+    let per_channel =
+        GroupNorm { num_groups: 2, epsilon: 0.0, stash_type: DType::F32, affine: GroupAffine::PerChannel };
     let y = run1(
         ReduceOp::GroupNorm(per_channel.clone()),
         &[x.clone(), f32s(&[4], &[1.0, 2.0, 3.0, 4.0]), f32s(&[4], &[0.0, 0.0, 0.0, 1.0])],
@@ -243,7 +260,8 @@ fn group_and_instance_norm() {
     .unwrap();
     assert_close(&y, &[1, 4, 1], &[-1.0, 2.0, -3.0, 5.0]);
     let per_group = GroupNorm { affine: GroupAffine::PerGroup, ..per_channel.clone() };
-    let y = run1(ReduceOp::GroupNorm(per_group), &[x.clone(), f32s(&[2], &[2.0, 3.0]), f32s(&[2], &[0.0, 1.0])]).unwrap();
+    let y =
+        run1(ReduceOp::GroupNorm(per_group), &[x.clone(), f32s(&[2], &[2.0, 3.0]), f32s(&[2], &[0.0, 1.0])]).unwrap();
     assert_close(&y, &[1, 4, 1], &[-2.0, 2.0, -2.0, 4.0]);
     let bad = GroupNorm { num_groups: 3, ..per_channel };
     assert!(run1(ReduceOp::GroupNorm(bad), &[x, f32s(&[4], &[1.0; 4]), f32s(&[4], &[0.0; 4])]).is_err());
@@ -276,13 +294,21 @@ fn lrn_and_mvn() {
 fn infer_shapes() {
     let mut net = NetworkDefinition::new("t");
     let x = net.add_input("x", DType::F32, Shape(vec![kiln_ir::Dim::sym("n"), 4.into(), 5.into()]));
-    let r = ReduceOp::Reduce(Reduce { kind: ReduceKind::Mean, axes: Some(vec![-1]), keepdims: false, noop_with_empty_axes: false });
+    let r = ReduceOp::Reduce(Reduce {
+        kind: ReduceKind::Mean,
+        axes: Some(vec![-1]),
+        keepdims: false,
+        noop_with_empty_axes: false,
+    });
     let y = net.add("r", Op::Reduce(r), &[x]).unwrap();
     assert_eq!(net.graph().outlet(y).unwrap().fact.shape, Some(Shape(vec![kiln_ir::Dim::sym("n"), 4.into()])));
     let ln = ReduceOp::LayerNorm(LayerNorm { axis: 1, epsilon: 1e-5, stash_type: DType::F32 });
     let w = net.add_input("w", DType::F32, Shape::known(&[4, 5]));
     let outs = net.add_layer("ln", Op::Reduce(ln), &[x, w], 3).unwrap();
-    assert_eq!(net.graph().outlet(outs[1]).unwrap().fact.shape, Some(Shape(vec![kiln_ir::Dim::sym("n"), 1.into(), 1.into()])));
+    assert_eq!(
+        net.graph().outlet(outs[1]).unwrap().fact.shape,
+        Some(Shape(vec![kiln_ir::Dim::sym("n"), 1.into(), 1.into()]))
+    );
     let bad = ReduceOp::Arg(ArgReduce { kind: ArgKind::Max, axis: 3, keepdims: true, select_last_index: false });
     assert!(net.add("bad", Op::Reduce(bad), &[x]).is_err());
 }

@@ -107,6 +107,11 @@ pub enum MovementOp {
         batch_axis: usize,
         time_axis: usize,
     },
+    /// KV-cache update: writes `update` into the cache at per-batch write indices.
+    TensorScatter {
+        axis: i64,
+        circular: bool,
+    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -173,6 +178,7 @@ impl OpFamily for MovementOp {
             ConstantOfShape { .. } => "ConstantOfShape",
             EyeLike { .. } => "EyeLike",
             ReverseSequence { .. } => "ReverseSequence",
+            TensorScatter { .. } => "TensorScatter",
         }
     }
 
@@ -205,7 +211,12 @@ impl OpFamily for MovementOp {
                 Ok(vec![Fact { dtype: x.dtype, shape: idx.shape.clone(), value: None }])
             }
             GatherND { batch_dims } => infer_gather_nd(x, required(inputs, 1, name)?, *batch_dims),
-            ScatterND { .. } | ScatterElements { .. } | Trilu { .. } | CumSum { .. } | ReverseSequence { .. } => same(),
+            ScatterND { .. }
+            | ScatterElements { .. }
+            | Trilu { .. }
+            | CumSum { .. }
+            | ReverseSequence { .. }
+            | TensorScatter { .. } => same(),
             Expand => infer_expand(x, required(inputs, 1, name)?),
             Tile => infer_tile(x, required(inputs, 1, name)?),
             Pad { pads, .. } => {

@@ -233,7 +233,8 @@ impl OpFamily for ReduceOp {
                     let shape = match &x.shape {
                         Some(s) => {
                             let axis = normalize_axis(l.axis, s.rank(), name)?;
-                            let dims = s.0.iter().enumerate().map(|(i, d)| if i < axis { d.clone() } else { Dim::Known(1) });
+                            let dims =
+                                s.0.iter().enumerate().map(|(i, d)| if i < axis { d.clone() } else { Dim::Known(1) });
                             Some(Shape(dims.collect()))
                         }
                         None => None,
@@ -296,7 +297,12 @@ pub fn normalize_axes(axes: &[i64], rank: usize, op: &str) -> Result<Vec<usize>>
 }
 
 /// The axes a `Reduce*` op reduces: `None` = identity (noop); otherwise the list.
-pub fn resolve_reduce_axes(r: &Reduce, axes_input: Option<Vec<i64>>, rank: usize, op: &str) -> Result<Option<Vec<usize>>> {
+pub fn resolve_reduce_axes(
+    r: &Reduce,
+    axes_input: Option<Vec<i64>>,
+    rank: usize,
+    op: &str,
+) -> Result<Option<Vec<usize>>> {
     let axes = r.axes.clone().or(axes_input).unwrap_or_default();
     if axes.is_empty() {
         return Ok(if r.noop_with_empty_axes { None } else { Some((0..rank).collect()) });

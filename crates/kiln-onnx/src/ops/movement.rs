@@ -40,6 +40,7 @@ pub fn convert(ctx: &mut NodeCtx) -> Option<Result<Op>> {
         "ConstantOfShape" => constant_of_shape(ctx),
         "EyeLike" => eye_like(ctx),
         "ReverseSequence" => reverse_sequence(ctx),
+        "TensorScatter" => tensor_scatter(ctx),
         _ => return None,
     };
     Some(op.map(Op::Movement))
@@ -185,4 +186,13 @@ fn reverse_sequence(ctx: &NodeCtx) -> Result<MovementOp> {
         return Err(ctx.err(format!("batch_axis {b} and time_axis {t} must be 0 and 1")));
     }
     Ok(MovementOp::ReverseSequence { batch_axis: b as usize, time_axis: t as usize })
+}
+
+fn tensor_scatter(ctx: &NodeCtx) -> Result<MovementOp> {
+    let circular = match ctx.string_or("mode", "linear")?.as_str() {
+        "linear" => false,
+        "circular" => true,
+        other => return Err(ctx.err(format!("TensorScatter mode '{other}' is not supported"))),
+    };
+    Ok(MovementOp::TensorScatter { axis: ctx.int_or("axis", -2)?, circular })
 }

@@ -93,3 +93,44 @@ pub fn scatter_elements(data: &Tensor, indices: &Tensor, updates: &Tensor, axis:
     })?;
     combine(data, updates, &moves, 1, r, op)
 }
+
+/// TensorScatter: row `s` of each update sequence goes to cache row `write_index + s`
+/// (modulo the cache length in circular mode).
+pub fn tensor_scatter(
+    cache: &Tensor,
+    update: &Tensor,
+    write_indices: Option<&Tensor>,
+    axis: i64,
+    circular: bool,
+) -> Result<Tensor> {
+    let op = "TensorScatter";
+    let a = axis_of(axis, cache.rank(), op)?;
+    let (cs, us) = (cache.shape(), update.shape());
+    let fits = a > 0 && cs.len() == us.len() && cs.iter().zip(us).enumerate().all(|(k, (c, u))| k == a || c == u);
+    if !fits || us[a] > cs[a] {
+        return Err(CpuError::invalid(op, format!("update {us:?} does not fit cache {cs:?} on axis {a}")));
+    }
+    let (max, seq, batch) = (cs[a], us[a], cs[0]);
+    let starts = match write_indices {
+        Some(t) => ints(t)?,
+        None => vec![0; batch],
+    };
+    if starts.len() != batch {
+        return Err(CpuError::invalid(op, format!("{} write indices for a batch of {batch}", starts.len())));
+    }
+    let inner: usize = cs[a + 1..].iter().product();
+    let per_batch: usize = cs[1..a].iter().product();
+    let mut moves: Moves = Vec::with_capacity(batch * per_batch * seq);
+    for p in 0..batch * per_batch {
+        let w = starts[p / per_batch.max(1)];
+        for s in 0..seq {
+            let row = w + s as i64;
+            let row = if circular { row.rem_euclid(max as i64) } else { row };
+            if !(0..max as i64).contains(&row) {
+                return Err(CpuError::invalid(op, format!("write position {row} is outside the cache of {max}")));
+            }
+            moves.push(((p * max + row as usize) * inner, (p * seq + s) * inner));
+        }
+    }
+    combine(cache, update, &moves, inner, Reduction::None, op)
+}

@@ -1,11 +1,11 @@
 //! The normalizations: statistics over rows, then an affine map per element.
 //! Statistics accumulate in f64; each output element rounds once to its dtype.
 
+use kiln_ir::Tensor;
 use kiln_ir::ops::normalize_axis;
 use kiln_ir::ops::reduce::{
     BatchNorm, GroupAffine, GroupNorm, InstanceNorm, LayerNorm, MeanVarianceNorm, RmsNorm, normalize_axes,
 };
-use kiln_ir::Tensor;
 use ndarray::{ArrayD, IxDyn};
 use rayon::prelude::*;
 
@@ -55,7 +55,8 @@ pub fn batch_norm(b: &BatchNorm, inputs: &[Option<Tensor>], name: &str) -> Resul
     let x = req(inputs, 0, name)?;
     let (n, c, s) = nc_split(x.shape(), name)?;
     let mean_in = req(inputs, 3, name)?;
-    let params: Vec<Vec<f64>> = (1..5).map(|i| req(inputs, i, name)?.to_f64_vec().map_err(Into::into)).collect::<Result<_>>()?;
+    let params: Vec<Vec<f64>> =
+        (1..5).map(|i| req(inputs, i, name)?.to_f64_vec().map_err(Into::into)).collect::<Result<_>>()?;
     // Old opsets with spatial = 0 give one parameter per activation ([C, D1, …]).
     let per = params[0].len() / c.max(1);
     for (p, what) in params.iter().zip(["scale", "B", "input_mean", "input_var"]) {
@@ -63,18 +64,17 @@ pub fn batch_norm(b: &BatchNorm, inputs: &[Option<Tensor>], name: &str) -> Resul
             return Err(CpuError::invalid(name, format!("{what} has {} elements, expected {c}", p.len())));
         }
     }
-    let (mean, var) = if b.training {
-        channel_moments(x, n, c, s, name)?
-    } else {
-        (params[2].clone(), params[3].clone())
-    };
-    let affine = ChannelAffine { scale: &params[0], bias: &params[1], mean: &mean, var: &var, per, c, s, eps: b.epsilon as f64 };
+    let (mean, var) =
+        if b.training { channel_moments(x, n, c, s, name)? } else { (params[2].clone(), params[3].clone()) };
+    let affine =
+        ChannelAffine { scale: &params[0], bias: &params[1], mean: &mean, var: &var, per, c, s, eps: b.epsilon as f64 };
     let y = dispatch!(float, x.dtype(), name, T => affine.apply::<T>(x))?;
     let stat = |v: Vec<f64>| float_tensor(mean_in.dtype(), shaped(vec![v.len()], v)?, name);
     let mut out = vec![y];
     if b.training {
         let m = b.momentum as f64;
-        let run = |old: &[f64], new: &[f64]| old.iter().zip(new).map(|(o, v)| o * m + v * (1.0 - m)).collect::<Vec<_>>();
+        let run =
+            |old: &[f64], new: &[f64]| old.iter().zip(new).map(|(o, v)| o * m + v * (1.0 - m)).collect::<Vec<_>>();
         out.push(stat(run(&params[2], &mean))?);
         out.push(stat(run(&params[3], &var))?);
         out.push(stat(mean)?);
@@ -117,16 +117,19 @@ struct ChannelAffine<'a> {
 
 impl ChannelAffine<'_> {
     fn apply<T: Real>(&self, x: &Tensor) -> Result<Tensor> {
+        // The per-parameter factor scale / sqrt(var + eps), computed once.
+        let factor: Vec<f64> = self.scale.iter().zip(self.var).map(|(s, v)| s / (v + self.eps).sqrt()).collect();
         let xv = view::<T>(x)?;
         let xs = xv.as_standard_layout();
         let data = xs.as_slice().unwrap_or(&[]);
         let mut out = vec![T::default(); data.len()];
         map_rows(data, self.s, &mut out, self.s, |row, xr, yr| {
             let ch = row % self.c.max(1);
-            for (j, (y, v)) in yr.iter_mut().zip(xr).enumerate() {
-                let p = if self.per == 1 { ch } else { ch * self.per + j };
-                let a = self.scale[p] / (self.var[p] + self.eps).sqrt();
-                *y = T::of_f64((v.to_f64() - self.mean[p]) * a + self.bias[p]);
+            let affine = |p: usize, v: &T| T::of_f64((v.to_f64() - self.mean[p]) * factor[p] + self.bias[p]);
+            if self.per == 1 {
+                yr.iter_mut().zip(xr).for_each(|(y, v)| *y = affine(ch, v));
+            } else {
+                yr.iter_mut().zip(xr).enumerate().for_each(|(j, (y, v))| *y = affine(ch * self.per + j, v));
             }
         });
         Ok(tensor(shaped(x.shape().to_vec(), out)?))

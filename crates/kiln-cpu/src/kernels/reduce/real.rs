@@ -76,7 +76,9 @@ half_real!(f16, bf16);
 
 /// Integer elements: wrapping arithmetic, conversions through f64 for the
 /// reductions that the reference computes in floating point.
-pub trait Int: Element + Copy + Ord + Default + num_traits::PrimInt + num_traits::WrappingAdd + num_traits::WrappingMul {
+pub trait Int:
+    Element + Copy + Ord + Default + num_traits::PrimInt + num_traits::WrappingAdd + num_traits::WrappingMul
+{
     fn wrapping_abs(self) -> Self;
     fn as_f64(self) -> f64;
     /// Saturating, truncating toward zero (numpy's `astype`).

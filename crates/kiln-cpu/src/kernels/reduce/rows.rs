@@ -91,7 +91,8 @@ where
     F: Fn(usize, &[T], &mut [U]) -> S + Sync + Send,
 {
     if in_len == 0 || out_len == 0 {
-        let n = if in_len == 0 { out.len().checked_div(out_len).unwrap_or(0) } else { data.len() / in_len };
+        let n = if in_len == 0 { out.len().checked_div(out_len) } else { data.len().checked_div(in_len) };
+        let n = n.unwrap_or(0);
         let mut none: [U; 0] = [];
         return (0..n).map(|i| f(i, &[], &mut none)).collect();
     }

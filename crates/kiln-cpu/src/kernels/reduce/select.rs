@@ -22,7 +22,8 @@ fn arg_typed<T: kiln_ir::Element + PartialOrd>(a: &ArgReduce, x: &Tensor, axis: 
     let dims = reduced_dims(x.shape(), &[axis], a.keepdims);
     let x = view::<T>(x)?;
     let rows = Rows::new(x.view(), &[axis]);
-    let values = reduce_rows(rows.slice(), rows.row_len, rows.n_rows, |row| extreme_index(row, a.kind, a.select_last_index));
+    let values =
+        reduce_rows(rows.slice(), rows.row_len, rows.n_rows, |row| extreme_index(row, a.kind, a.select_last_index));
     Ok(tensor(shaped(dims, values)?))
 }
 

@@ -1,5 +1,7 @@
 //! `Softmax`, `LogSoftmax`, `Hardmax`: each row normalised on its own.
 
+use std::cell::RefCell;
+
 use kiln_ir::Tensor;
 use kiln_ir::ops::normalize_axis;
 use kiln_ir::ops::reduce::{Softmax, SoftmaxKind};
@@ -38,13 +40,26 @@ fn row_max<T: Real>(x: &[T]) -> T::Acc {
     x.iter().fold(T::Acc::neg_infinity(), |m, v| m.max(v.acc()))
 }
 
+thread_local! {
+    /// Per-thread scratch for a row's exponentials (no allocation per row).
+    static EXPS: RefCell<Vec<f64>> = const { RefCell::new(Vec::new()) };
+}
+
 fn softmax_row<T: Real>(x: &[T], y: &mut [T]) {
     let m = row_max(x);
-    let e: Vec<T::Acc> = x.iter().map(|v| (v.acc() - m).exp()).collect();
-    let sum = e.iter().fold(T::Acc::zero(), |s, &v| s + v);
-    for (o, v) in y.iter_mut().zip(e) {
-        *o = T::of_acc(v / sum);
-    }
+    EXPS.with_borrow_mut(|e| {
+        e.clear();
+        let mut sum = T::Acc::zero();
+        for v in x {
+            let ev = (v.acc() - m).exp();
+            sum = sum + ev;
+            e.push(ev.into());
+        }
+        let inv = 1.0 / sum.into();
+        for (o, &v) in y.iter_mut().zip(e.iter()) {
+            *o = T::of_f64(v * inv);
+        }
+    });
 }
 
 fn log_softmax_row<T: Real>(x: &[T], y: &mut [T]) {
