@@ -211,7 +211,10 @@ fn run_data_set(graph: &kiln_ir::Graph, set: &Path) -> Result<(), (Status, Strin
         return Err((Status::Failed, format!("{} inputs given, the model takes {}", inputs.len(), graph.inputs.len())));
     }
     let outputs = kiln_cpu::run(graph, &inputs).map_err(|e| {
-        let status = if matches!(root_cause(&e), kiln_cpu::CpuError::UnsupportedDType { .. }) {
+        let status = if matches!(
+            root_cause(&e),
+            kiln_cpu::CpuError::UnsupportedDType { .. } | kiln_cpu::CpuError::Unsupported { .. }
+        ) {
             Status::Unsupported
         } else {
             Status::Failed

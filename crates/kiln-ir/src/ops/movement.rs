@@ -878,9 +878,12 @@ pub fn range_len(start: f64, limit: f64, delta: f64) -> Result<usize> {
 fn infer_range(inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
     let op = "Range";
     let (s, l, d) = (required(inputs, 0, op)?, required(inputs, 1, op)?, required(inputs, 2, op)?);
+    // The spec says scalars; exporters (and ONNX's own function bodies) also pass
+    // one-element 1-D tensors, which runtimes accept.
     for f in [s, l, d] {
-        if f.rank().is_some_and(|r| r != 0) {
-            return Err(IrError::invalid(op, "start, limit and delta must be scalars"));
+        let one_element = f.shape.as_ref().is_none_or(|sh| sh.0.iter().all(|d| *d == Dim::Known(1) || *d == Dim::Unknown));
+        if f.rank().is_some_and(|r| r > 1) || !one_element {
+            return Err(IrError::invalid(op, "start, limit and delta must be scalars (or one-element tensors)"));
         }
     }
     let dtype = s.dtype.or(l.dtype).or(d.dtype);
