@@ -17,7 +17,12 @@ use crate::{CpuError, EvalContext, Result};
 
 pub use cast::cast;
 
-pub fn eval(op: &ElementwiseOp, inputs: &[Option<Tensor>], n_outputs: usize, _ctx: &EvalContext) -> Result<Vec<Tensor>> {
+pub fn eval(
+    op: &ElementwiseOp,
+    inputs: &[Option<Tensor>],
+    n_outputs: usize,
+    _ctx: &EvalContext,
+) -> Result<Vec<Tensor>> {
     let name = op.name();
     let x = req(inputs, 0, name)?;
     let second = || req(inputs, 1, name);
@@ -58,7 +63,10 @@ fn dropout(x: &Tensor, inputs: &[Option<Tensor>], n_outputs: usize, mask_is_bool
     let training = opt(inputs, 2).map(|t| t.to_bools()).transpose()?.is_some_and(|v| v.iter().any(|&b| b));
     let ratio_zero = opt(inputs, 1).map(|t| t.to_f64_vec()).transpose()?.is_some_and(|v| v.iter().all(|&r| r == 0.0));
     if training && !ratio_zero {
-        return Err(CpuError::invalid("Dropout", "training_mode=true with a non-zero ratio is not supported (inference only)"));
+        return Err(CpuError::invalid(
+            "Dropout",
+            "training_mode=true with a non-zero ratio is not supported (inference only)",
+        ));
     }
     let mut out = vec![x.clone()];
     if n_outputs > 1 {
