@@ -97,7 +97,7 @@ fn activations() {
     let y = run(E::Unary(UnaryOp::Sigmoid), std::slice::from_ref(&x)).unwrap();
     close(&y.to_vec::<f32>().unwrap(), &[sig(-2.0), sig(-0.5), sig(0.5), sig(3.0)]);
     let y = run(E::Unary(UnaryOp::HardSwish), std::slice::from_ref(&x)).unwrap();
-    close(&y.to_vec::<f32>().unwrap(), &[-2.0 * 0.5 / 6.0, -0.5 * 2.5 / 6.0, 0.5 * 3.5 / 6.0, 3.0]);
+    close(&y.to_vec::<f32>().unwrap(), &[-2.0 / 6.0, -0.5 * 2.5 / 6.0, 0.5 * 3.5 / 6.0, 3.0]);
     let y = run(E::Unary(UnaryOp::HardSigmoid { alpha: 0.2, beta: 0.5 }), std::slice::from_ref(&x)).unwrap();
     close(&y.to_vec::<f32>().unwrap(), &[0.1, 0.4, 0.6, 1.0]);
     let y = run(E::Unary(UnaryOp::LeakyRelu { alpha: 0.1 }), std::slice::from_ref(&x)).unwrap();

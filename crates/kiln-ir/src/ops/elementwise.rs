@@ -79,19 +79,40 @@ pub enum UnaryOp {
     Tanh,
     // activations
     Sigmoid,
-    HardSigmoid { alpha: f32, beta: f32 },
+    HardSigmoid {
+        alpha: f32,
+        beta: f32,
+    },
     HardSwish,
-    LeakyRelu { alpha: f32 },
-    Elu { alpha: f32 },
-    Selu { alpha: f32, gamma: f32 },
-    Celu { alpha: f32 },
-    Gelu { tanh: bool },
+    LeakyRelu {
+        alpha: f32,
+    },
+    Elu {
+        alpha: f32,
+    },
+    Selu {
+        alpha: f32,
+        gamma: f32,
+    },
+    Celu {
+        alpha: f32,
+    },
+    Gelu {
+        tanh: bool,
+    },
     Mish,
     Softplus,
     Softsign,
-    ThresholdedRelu { alpha: f32 },
-    Shrink { bias: f32, lambd: f32 },
-    Swish { alpha: f32 },
+    ThresholdedRelu {
+        alpha: f32,
+    },
+    Shrink {
+        bias: f32,
+        lambd: f32,
+    },
+    Swish {
+        alpha: f32,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -104,8 +125,12 @@ pub enum BinaryOp {
     /// Exponent may have another dtype than the base (opset 12+).
     Pow,
     /// `fmod`: C remainder (sign of the dividend); otherwise Python's (sign of the divisor).
-    Mod { fmod: bool },
-    BitShift { left: bool },
+    Mod {
+        fmod: bool,
+    },
+    BitShift {
+        left: bool,
+    },
     BitwiseAnd,
     BitwiseOr,
     BitwiseXor,
@@ -363,7 +388,9 @@ fn fold_int_binary(op: BinaryOp, x: &Fact, y: &Fact) -> Option<crate::Tensor> {
                 BinaryOp::Mul => Some(p.wrapping_mul(q)),
                 BinaryOp::Div => p.checked_div(q),
                 BinaryOp::Mod { fmod: true } => p.checked_rem(q),
-                BinaryOp::Mod { fmod: false } => p.checked_rem(q).map(|r| if r != 0 && (r < 0) != (q < 0) { r + q } else { r }),
+                BinaryOp::Mod { fmod: false } => {
+                    p.checked_rem(q).map(|r| if r != 0 && (r < 0) != (q < 0) { r + q } else { r })
+                }
                 _ => None,
             }
         })

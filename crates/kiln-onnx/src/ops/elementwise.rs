@@ -6,11 +6,7 @@ use crate::error::Result;
 use crate::node::NodeCtx;
 
 pub fn convert(ctx: &mut NodeCtx) -> Option<Result<Op>> {
-    let op = if let Some(u) = unary(ctx) {
-        u.map(ElementwiseOp::Unary)
-    } else {
-        other(ctx)?
-    };
+    let op = if let Some(u) = unary(ctx) { u.map(ElementwiseOp::Unary) } else { other(ctx)? };
     Some(op.map(Op::Elementwise))
 }
 
@@ -48,16 +44,16 @@ fn unary(ctx: &NodeCtx) -> Option<Result<UnaryOp>> {
         "Mish" => Mish,
         "Softplus" => Softplus,
         "Softsign" => Softsign,
-        "HardSigmoid" => return Some(f("alpha", 0.2).and_then(|alpha| Ok(HardSigmoid { alpha, beta: f("beta", 0.5)? }))),
+        "HardSigmoid" => {
+            return Some(f("alpha", 0.2).and_then(|alpha| Ok(HardSigmoid { alpha, beta: f("beta", 0.5)? })));
+        }
         "LeakyRelu" => return Some(f("alpha", 0.01).map(|alpha| LeakyRelu { alpha })),
         "Elu" => return Some(f("alpha", 1.0).map(|alpha| Elu { alpha })),
         "Celu" => return Some(f("alpha", 1.0).map(|alpha| Celu { alpha })),
         "ThresholdedRelu" => return Some(f("alpha", 1.0).map(|alpha| ThresholdedRelu { alpha })),
         "Swish" => return Some(f("alpha", 1.0).map(|alpha| Swish { alpha })),
         "Selu" => {
-            return Some(
-                f("alpha", 1.673_263_2).and_then(|alpha| Ok(Selu { alpha, gamma: f("gamma", 1.050_701)? })),
-            );
+            return Some(f("alpha", 1.673_263_2).and_then(|alpha| Ok(Selu { alpha, gamma: f("gamma", 1.050_701)? })));
         }
         "Shrink" => return Some(f("bias", 0.0).and_then(|bias| Ok(Shrink { bias, lambd: f("lambd", 0.5)? }))),
         "Gelu" => {

@@ -80,7 +80,6 @@ fn pow<T: Arith + Send + Sync>(base: &Tensor, exp: &Tensor) -> Result<Tensor> {
     map2::<T, f64, T>(base, &e, dt, "Pow", |x, y| T::from_f64(x.to_f64().powf(y)))
 }
 
-
 pub fn compare(op: CompareOp, a: &Tensor, b: &Tensor) -> Result<Tensor> {
     let name = op.name();
     if a.dtype() != b.dtype() {

@@ -127,7 +127,13 @@ pub fn cast(x: &Tensor, to: DType, saturate: bool) -> Result<Tensor> {
 
 /// The second half of a cast: from the source's `Repr` into the target type.
 fn write<S: Element + Copy>(x: &Tensor, to: DType, saturate: bool, read: impl Fn(S) -> Repr + Sync) -> Result<Tensor> {
-    fn to_fp8<S: Element + Copy>(x: &Tensor, to: DType, f: Fp8, sat: bool, read: impl Fn(S) -> Repr + Sync) -> Result<Tensor> {
+    fn to_fp8<S: Element + Copy>(
+        x: &Tensor,
+        to: DType,
+        f: Fp8,
+        sat: bool,
+        read: impl Fn(S) -> Repr + Sync,
+    ) -> Result<Tensor> {
         map1::<S, u8>(x, to, |v| f.encode(fp8_source(read(v)), sat))
     }
     match to {

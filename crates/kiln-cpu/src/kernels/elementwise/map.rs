@@ -8,8 +8,8 @@
 use kiln_ir::{DType, Element, Tensor};
 use rayon::prelude::*;
 
-use crate::array::broadcast_shape;
 use crate::Result;
+use crate::array::broadcast_shape;
 
 /// Below this many elements a loop stays on one thread (spawning costs more than it saves).
 const PAR_MIN: usize = 1 << 15;

@@ -17,7 +17,12 @@ use crate::{CpuError, EvalContext, Result};
 
 pub use cast::cast;
 
-pub fn eval(op: &ElementwiseOp, inputs: &[Option<Tensor>], n_outputs: usize, _ctx: &EvalContext) -> Result<Vec<Tensor>> {
+pub fn eval(
+    op: &ElementwiseOp,
+    inputs: &[Option<Tensor>],
+    n_outputs: usize,
+    _ctx: &EvalContext,
+) -> Result<Vec<Tensor>> {
     let name = op.name();
     let x = req(inputs, 0, name)?;
     let second = || req(inputs, 1, name);

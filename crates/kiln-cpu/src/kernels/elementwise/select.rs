@@ -35,7 +35,13 @@ pub fn variadic(op: VariadicOp, inputs: &[&Tensor]) -> Result<Tensor> {
 
 /// Clip to `[lo, hi]` (attributes before opset 11, scalar inputs after). NaN stays NaN;
 /// when lo > hi every value becomes hi, as ONNX specifies.
-pub fn clip(x: &Tensor, min: Option<f32>, max: Option<f32>, lo: Option<&Tensor>, hi: Option<&Tensor>) -> Result<Tensor> {
+pub fn clip(
+    x: &Tensor,
+    min: Option<f32>,
+    max: Option<f32>,
+    lo: Option<&Tensor>,
+    hi: Option<&Tensor>,
+) -> Result<Tensor> {
     let dt = x.dtype();
     dispatch!(num, dt, "Clip", T => {
         let bound = |attr: Option<f32>, input: Option<&Tensor>| -> Result<Option<T>> {
