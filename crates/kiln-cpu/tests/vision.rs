@@ -214,3 +214,42 @@ fn infer_resize_shape_from_constant_scales() {
     let y = net.add_layer_opt("r", op, vec![Some(x), None, Some(s)], 1).unwrap();
     assert_eq!(net.graph().fact(y[0]).unwrap().shape, Some(Shape::known(&[1, 3, 10, 3])));
 }
+
+#[test]
+fn infer_resize_keeps_symbolic_batch() {
+    let mut net = NetworkDefinition::new("t");
+    let dims = vec![kiln_ir::Dim::sym("N"), kiln_ir::Dim::Known(3), kiln_ir::Dim::Unknown, kiln_ir::Dim::Known(8)];
+    let x = net.add_input("x", DType::F32, Shape(dims));
+    let s = net.add_constant("s", scales(&[1.0, 1.0, 2.0, 2.0]).unwrap());
+    let op = Op::Vision(VisionOp::Resize(resize_op(Interp::Nearest, CoordMode::HalfPixel)));
+    let y = net.add_layer_opt("r", op, vec![Some(x), None, Some(s)], 1).unwrap();
+    let want =
+        Shape(vec![kiln_ir::Dim::sym("N"), kiln_ir::Dim::Known(3), kiln_ir::Dim::Unknown, kiln_ir::Dim::Known(16)]);
+    assert_eq!(net.graph().fact(y[0]).unwrap().shape, Some(want));
+}
+
+#[test]
+fn resize_tf_crop_and_resize_extrapolates() {
+    let mut op = resize_op(Interp::Linear, CoordMode::TfCropAndResize);
+    op.extrapolation_value = -1.0;
+    op.axes = Some(vec![1]);
+    let x = Tensor::from_vec(vec![1, 3], vec![0.0f32, 10.0, 20.0]).unwrap();
+    // roi [0.5, 1.5] of the last axis: coordinates 1, 2, 3 (3 lies outside).
+    let roi = Tensor::from_vec(vec![2], vec![0.5f32, 1.5]).unwrap();
+    let sizes = Tensor::from_vec(vec![1], vec![3i64]).unwrap();
+    let y = run1(VisionOp::Resize(op), x, vec![Some(roi), None, Some(sizes)]).unwrap();
+    close(&f32s(&y), &[10.0, 20.0, -1.0]);
+}
+
+#[test]
+fn upsample_scales_attribute() {
+    let op = Resize {
+        kind: ResizeKind::Upsample,
+        inputs: ResizeInputs::ScalesAttr(vec![1.0, 3.0]),
+        nearest: NearestMode::Simple,
+        ..resize_op(Interp::Nearest, CoordMode::Asymmetric)
+    };
+    let x = Tensor::from_vec(vec![1, 2], vec![5u8, 7]).unwrap();
+    let y = run1(VisionOp::Resize(op), x, vec![]).unwrap();
+    assert_eq!(y.to_vec::<u8>().unwrap(), vec![5, 5, 5, 7, 7, 7]);
+}

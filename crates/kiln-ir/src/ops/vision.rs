@@ -345,7 +345,6 @@ fn infer_resize(r: &Resize, x: &Fact, inputs: &[Option<&Fact>]) -> Result<Vec<Fa
     let unknown =
         |rank: Option<usize>| Fact { dtype: x.dtype, shape: rank.map(|n| Shape(vec![Dim::Unknown; n])), value: None };
     let Some(xs) = &x.shape else { return Ok(vec![unknown(None)]) };
-    let Some(dims) = xs.as_known() else { return Ok(vec![unknown(Some(xs.rank()))]) };
     let scales = match si.map(|i| const_f32(optional(inputs, i))) {
         Some(None) => return Ok(vec![unknown(Some(xs.rank()))]),
         Some(Some(s)) => s,
@@ -360,8 +359,27 @@ fn infer_resize(r: &Resize, x: &Fact, inputs: &[Option<&Fact>]) -> Result<Vec<Fa
     };
     let roi: Option<Vec<f64>> =
         ri.and_then(|i| optional(inputs, i)).and_then(|f| f.value.as_ref()).and_then(|v| v.to_f64_vec().ok());
+    // Unknown or symbolic dims stand in as 1: an axis the resize leaves alone keeps its
+    // dim, one set by `sizes` gets the size, others become unknown.
+    let all_known = xs.as_known().is_some();
+    let dims: Vec<usize> = xs.0.iter().map(|d| d.known().unwrap_or(1)).collect();
     let plan = r.plan(&dims, scales.as_deref(), sizes.as_deref(), roi.as_deref().filter(|v| !v.is_empty()))?;
-    Ok(vec![Fact { dtype: x.dtype, shape: Some(Shape::known(&plan.out_shape)), value: None }])
+    let axes = r.axes_for(dims.len())?;
+    let out =
+        xs.0.iter()
+            .enumerate()
+            .map(|(a, d)| {
+                let resized = axes.contains(&a);
+                let stretch = r.keep_aspect == KeepAspect::Stretch;
+                match d {
+                    Dim::Known(_) if all_known || stretch || !resized => Dim::Known(plan.out_shape[a]),
+                    _ if !resized || (sizes.is_none() && plan.scales[a] == 1.0 && stretch) => d.clone(),
+                    _ if sizes.is_some() && stretch => Dim::Known(plan.out_shape[a]),
+                    _ => Dim::Unknown,
+                }
+            })
+            .collect();
+    Ok(vec![Fact { dtype: x.dtype, shape: Some(Shape(out)), value: None }])
 }
 
 /// Used by importers and tests: the f32 values of a constant tensor.
