@@ -261,26 +261,3 @@ fn symbolic_dims_pass_through_inference() {
     let bad = net.add("bad", Op::Movement(MovementOp::Concat { axis: 3 }), &[x, x]);
     assert!(bad.is_err());
 }
-
-/// Timing of the large copies real models use (run with --ignored --nocapture).
-#[test]
-#[ignore]
-fn timing_large_copies() {
-    let x = iota(&[1, 64, 160, 160]);
-    for (name, op, consts) in [
-        ("transpose nchw->nhwc", MovementOp::Transpose { perm: Some(vec![0, 2, 3, 1]) }, vec![]),
-        ("transpose swap hw", MovementOp::Transpose { perm: Some(vec![0, 1, 3, 2]) }, vec![]),
-        (
-            "slice half channels",
-            MovementOp::Slice { attrs: None },
-            vec![Some(i64s(&[32])), Some(i64s(&[64])), Some(i64s(&[1]))],
-        ),
-        ("gather rows", MovementOp::Gather { axis: 2 }, vec![Some(i64s(&(0..160).rev().collect::<Vec<_>>()))]),
-    ] {
-        let t = std::time::Instant::now();
-        for _ in 0..10 {
-            run1(op.clone(), x.clone(), consts.clone()).unwrap();
-        }
-        println!("{name}: {:?} per run", t.elapsed() / 10);
-    }
-}

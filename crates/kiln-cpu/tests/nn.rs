@@ -474,6 +474,8 @@ fn naive_conv_transpose(
 
 #[test]
 fn conv_transpose_matches_scatter_reference() {
+    // (input shape, weight shape, group, strides, pads, output_padding)
+    #[allow(clippy::type_complexity)]
     let cases: [(Vec<usize>, Vec<usize>, usize, Vec<usize>, Vec<usize>, Vec<usize>); 3] = [
         (vec![1, 2, 3, 4], vec![2, 3, 3, 3], 1, vec![2, 2], vec![1, 0, 1, 1], vec![1, 0]),
         (vec![2, 4, 3, 3], vec![4, 1, 2, 3], 2, vec![1, 3], vec![0, 1, 0, 0], vec![0, 0]),
@@ -578,31 +580,4 @@ fn col2im_adds_overlapping_blocks() {
     let got = run1(NnOp::Col2Im(Window::default()), &[x, image, block]);
     // Block 0 puts (1, 2) at pixels 0,1; block 1 puts (10, 20) at pixels 1,2.
     assert_close(&got, &[1.0, 12.0, 20.0], &[1, 1, 1, 3]);
-}
-
-/// Timings of YOLOv8n-sized (320×320 input) convolutions and a PP-OCR-style depthwise
-/// one: `cargo test -p kiln-cpu --test nn -- --ignored --nocapture`.
-#[test]
-#[ignore]
-fn conv_timings() {
-    let layers: [(&[usize], &[usize], usize, usize); 7] = [
-        (&[1, 3, 320, 320], &[16, 3, 3, 3], 2, 1),
-        (&[1, 16, 160, 160], &[32, 16, 3, 3], 2, 1),
-        (&[1, 32, 80, 80], &[32, 32, 3, 3], 1, 1),
-        (&[1, 64, 40, 40], &[64, 64, 3, 3], 1, 1),
-        (&[1, 128, 20, 20], &[128, 128, 3, 3], 1, 1),
-        (&[1, 256, 10, 10], &[256, 256, 3, 3], 1, 1),
-        (&[1, 64, 160, 160], &[64, 1, 3, 3], 1, 64),
-    ];
-    for (xs, ws, stride, group) in layers {
-        let x = t(xs, random(xs.iter().product(), 1));
-        let w = t(ws, random(ws.iter().product(), 2));
-        let op = NnOp::Conv(Conv { window: window(&[stride, stride], &[1, 1], &[1, 1, 1, 1]), group });
-        run1(op.clone(), &[x.clone(), w.clone()]);
-        let start = std::time::Instant::now();
-        for _ in 0..5 {
-            run1(op.clone(), &[x.clone(), w.clone()]);
-        }
-        println!("conv {xs:?} * {ws:?} s{stride} g{group}: {:.2} ms", start.elapsed().as_secs_f64() * 200.0);
-    }
 }

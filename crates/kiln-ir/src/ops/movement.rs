@@ -881,7 +881,8 @@ fn infer_range(inputs: &[Option<&Fact>]) -> Result<Vec<Fact>> {
     // The spec says scalars; exporters (and ONNX's own function bodies) also pass
     // one-element 1-D tensors, which runtimes accept.
     for f in [s, l, d] {
-        let one_element = f.shape.as_ref().is_none_or(|sh| sh.0.iter().all(|d| *d == Dim::Known(1) || *d == Dim::Unknown));
+        let one_element =
+            f.shape.as_ref().is_none_or(|sh| sh.0.iter().all(|d| *d == Dim::Known(1) || *d == Dim::Unknown));
         if f.rank().is_some_and(|r| r > 1) || !one_element {
             return Err(IrError::invalid(op, "start, limit and delta must be scalars (or one-element tensors)"));
         }
