@@ -12,7 +12,7 @@ relative L2 error ||kiln - ort|| / ||ort|| in float64.  One line per output:
 
     nudenet-320n output0 [1,22,2100] rel_l2=3.1e-07 ok
 
-then `real models: P passed, F failed`.  Exit status 0 only if every output of
+then `real-models: P passed, F failed`.  Exit status 0 only if every output of
 every model passed.
 
 KILN is the kiln command (split like a shell word list); by default
@@ -336,7 +336,7 @@ def main(argv):
     finally:
         if not args.keep:
             shutil.rmtree(work, ignore_errors=True)
-    print(f"real models: {passed} passed, {failed} failed", flush=True)
+    print(f"real-models: {passed} passed, {failed} failed", flush=True)
     return 0 if failed == 0 and passed > 0 else 1
 
 
