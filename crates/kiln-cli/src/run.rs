@@ -57,7 +57,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             crate::npy::write(&dir.join(format!("{}.npy", file_stem(name))), t)?;
         }
     }
-    let accuracy = args.labels.as_ref().map(|p| accuracy(&outputs[0], &crate::npy::read(p)?)).transpose()?;
+    let accuracy = match (&args.labels, outputs.first()) {
+        (Some(p), Some(first)) => Some(accuracy(first, &crate::npy::read(p)?)?),
+        (Some(_), None) => bail!("--labels needs a model with an output to score"),
+        (None, _) => None,
+    };
     if args.json {
         let outs: Vec<_> = names.iter().zip(&outputs).map(|(n, t)| summary_json(n, t)).collect();
         let report = json!({
@@ -80,7 +84,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         println!(
             "accuracy {:.2}% ({c}/{n}) of the argmax of '{}' against {}",
             100.0 * c as f64 / n as f64,
-            names[0],
+            names.first().map_or("?", String::as_str),
             args.labels.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         );
     }
