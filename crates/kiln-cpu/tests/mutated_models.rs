@@ -44,7 +44,7 @@ fn mutated_models_that_import_run_without_panicking() {
         let mut bytes = original.clone();
         for _ in 0..1 + next(&mut state) % 3 {
             let at = (next(&mut state) as usize) % bytes.len();
-            bytes[at] = if next(&mut state) % 2 == 0 {
+            bytes[at] = if next(&mut state).is_multiple_of(2) {
                 bytes[at] ^ (1 << (next(&mut state) % 8))
             } else {
                 next(&mut state) as u8
