@@ -312,3 +312,32 @@ fn infer_shapes() {
     let bad = ReduceOp::Arg(ArgReduce { kind: ArgKind::Max, axis: 3, keepdims: true, select_last_index: false });
     assert!(net.add("bad", Op::Reduce(bad), &[x]).is_err());
 }
+
+#[test]
+fn losses_weighted_ignored_and_softmaxed() {
+    let nll =
+        |reduction| ReduceOp::Loss(Loss { kind: LossKind::NegativeLogLikelihood, reduction, ignore_index: Some(-1) });
+    // log-probabilities for 3 samples of 2 classes; sample 2 is ignored.
+    let x = f32s(&[3, 2], &[-0.5, -1.5, -2.0, -0.25, -3.0, -4.0]);
+    let t = i64s(&[1, 0, -1]);
+    let w = f32s(&[2], &[2.0, 0.5]);
+    let none = run1(nll(LossReduction::None), &[x.clone(), t.clone(), w.clone()]).unwrap();
+    assert_close(&none, &[3], &[0.75, 4.0, 0.0]);
+    let mean = run1(nll(LossReduction::Mean), &[x.clone(), t.clone(), w.clone()]).unwrap();
+    assert_close(&mean, &[], &[4.75 / 2.5]);
+    let sum = run1(nll(LossReduction::Sum), &[x, t.clone(), None]).unwrap();
+    assert_close(&sum, &[], &[1.5 + 2.0]);
+
+    // Softmax cross-entropy: scores [1, 2] with target 0 → -log(e^1 / (e^1 + e^2)).
+    let sce = ReduceOp::Loss(Loss {
+        kind: LossKind::SoftmaxCrossEntropy,
+        reduction: LossReduction::Mean,
+        ignore_index: None,
+    });
+    let out = run(sce.clone(), &[f32s(&[1, 2], &[1.0, 2.0]), i64s(&[0]), None], 2).unwrap();
+    let lse = (1f64.exp() + 2f64.exp()).ln();
+    assert_close(&out[0], &[], &[lse - 1.0]);
+    assert_close(&out[1], &[1, 2], &[1.0 - lse, 2.0 - lse]);
+    // A target outside [0, C) is an error, not a panic.
+    assert!(run(sce, &[f32s(&[1, 2], &[1.0, 2.0]), i64s(&[5]), None], 1).is_err());
+}

@@ -17,6 +17,31 @@ pub enum ReduceOp {
     RmsNorm(RmsNorm),
     Lrn(Lrn),
     MeanVarianceNorm(MeanVarianceNorm),
+    Loss(Loss),
+}
+
+/// `NegativeLogLikelihoodLoss` (input: log-probabilities) and `SoftmaxCrossEntropyLoss`
+/// (input: scores; a second, optional output holds their log-softmax over axis 1).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Loss {
+    pub kind: LossKind,
+    pub reduction: LossReduction,
+    /// Targets equal to this contribute nothing (and weigh nothing in `Mean`).
+    pub ignore_index: Option<i64>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossKind {
+    NegativeLogLikelihood,
+    SoftmaxCrossEntropy,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LossReduction {
+    None,
+    Sum,
+    /// Sum of the weighted losses over the sum of the weights applied.
+    Mean,
 }
 
 /// What `Reduce*` computes over the reduced elements.
@@ -189,6 +214,10 @@ impl OpFamily for ReduceOp {
             ReduceOp::RmsNorm(_) => "RMSNormalization",
             ReduceOp::Lrn(_) => "LRN",
             ReduceOp::MeanVarianceNorm(_) => "MeanVarianceNormalization",
+            ReduceOp::Loss(l) => match l.kind {
+                LossKind::NegativeLogLikelihood => "NegativeLogLikelihoodLoss",
+                LossKind::SoftmaxCrossEntropy => "SoftmaxCrossEntropyLoss",
+            },
         }
     }
 
@@ -219,6 +248,17 @@ impl OpFamily for ReduceOp {
                 Ok(vec![same()])
             }
             ReduceOp::BatchNorm(_) => infer_batch_norm(x, inputs, n_outputs, name),
+            ReduceOp::Loss(l) => {
+                check_min_rank(x, 2, name)?;
+                let shape = match (l.reduction, &x.shape) {
+                    (LossReduction::None, Some(s)) => {
+                        Some(Shape(s.0.iter().enumerate().filter(|(i, _)| *i != 1).map(|(_, d)| d.clone()).collect()))
+                    }
+                    (LossReduction::None, None) => None,
+                    _ => Some(Shape(vec![])),
+                };
+                Ok(vec![Fact { dtype: x.dtype, shape, value: None }, same()])
+            }
             ReduceOp::InstanceNorm(_) | ReduceOp::Lrn(_) => {
                 check_min_rank(x, 3, name)?;
                 Ok(vec![same()])

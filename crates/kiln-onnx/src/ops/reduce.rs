@@ -2,8 +2,8 @@
 
 use kiln_ir::ops::ReduceOp;
 use kiln_ir::ops::reduce::{
-    ArgKind, ArgReduce, BatchNorm, GroupAffine, GroupNorm, InstanceNorm, LayerNorm, Lrn, MeanVarianceNorm, Reduce,
-    ReduceKind, RmsNorm, Softmax, SoftmaxKind, TopK,
+    ArgKind, ArgReduce, BatchNorm, GroupAffine, GroupNorm, InstanceNorm, LayerNorm, Loss, LossKind, LossReduction, Lrn,
+    MeanVarianceNorm, Reduce, ReduceKind, RmsNorm, Softmax, SoftmaxKind, TopK,
 };
 use kiln_ir::{DType, Op};
 
@@ -36,6 +36,8 @@ pub fn convert(ctx: &mut NodeCtx) -> Option<Result<Op>> {
         "GroupNormalization" => group_norm(ctx),
         "RMSNormalization" => rms_norm(ctx),
         "LRN" => lrn(ctx),
+        "NegativeLogLikelihoodLoss" => loss(ctx, LossKind::NegativeLogLikelihood),
+        "SoftmaxCrossEntropyLoss" => loss(ctx, LossKind::SoftmaxCrossEntropy),
         "MeanVarianceNormalization" => ctx
             .ints("axes")
             .map(|a| ReduceOp::MeanVarianceNorm(MeanVarianceNorm { axes: a.unwrap_or_else(|| vec![0, 2, 3]) })),
@@ -148,4 +150,14 @@ fn lrn(ctx: &NodeCtx) -> Result<ReduceOp> {
         beta: ctx.float_or("beta", 0.75)?,
         bias: ctx.float_or("bias", 1.0)?,
     }))
+}
+
+fn loss(ctx: &NodeCtx, kind: LossKind) -> Result<ReduceOp> {
+    let reduction = match ctx.string_or("reduction", "mean")?.as_str() {
+        "none" => LossReduction::None,
+        "sum" => LossReduction::Sum,
+        "mean" => LossReduction::Mean,
+        other => return Err(ctx.err(format!("reduction '{other}' is not one of none, sum, mean"))),
+    };
+    Ok(ReduceOp::Loss(Loss { kind, reduction, ignore_index: ctx.int("ignore_index")? }))
 }

@@ -1,8 +1,9 @@
 //! Reductions and normalizations (see `kiln_ir::ops::reduce`), a file per concept:
 //! `rows` (axis arithmetic and parallel rows), `real` (element arithmetic), `fold`
-//! (Reduce*), `select` (ArgMax/ArgMin/TopK), `softmax`, `norm`, `lrn`.
+//! (Reduce*), `select` (ArgMax/ArgMin/TopK), `softmax`, `norm`, `lrn`, `loss`.
 
 mod fold;
+mod loss;
 mod lrn;
 mod norm;
 mod real;
@@ -30,5 +31,6 @@ pub fn eval(op: &ReduceOp, inputs: &[Option<Tensor>], _n_outputs: usize, _ctx: &
         ReduceOp::RmsNorm(r) => one(norm::rms_norm(r, inputs, name)),
         ReduceOp::Lrn(l) => one(lrn::eval(l, inputs, name)),
         ReduceOp::MeanVarianceNorm(m) => one(norm::mvn(m, inputs, name)),
+        ReduceOp::Loss(l) => loss::eval(l, inputs, name),
     }
 }
