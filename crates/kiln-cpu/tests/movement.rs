@@ -172,6 +172,11 @@ fn cumsum_trilu_onehot_range_eyelike() {
     let axis = Some(Tensor::scalar(1i64));
     let y = run1(MovementOp::CumSum { exclusive: true, reverse: true }, iota(&[1, 3]), vec![axis]).unwrap();
     assert_eq!(vals(&y), [5.0, 3.0, 0.0]);
+    let axis = Some(Tensor::scalar(1i64));
+    let y = run1(MovementOp::CumProd { exclusive: false, reverse: false }, iota(&[2, 3]), vec![axis.clone()]).unwrap();
+    assert_eq!(vals(&y), [1.0, 2.0, 6.0, 4.0, 20.0, 120.0]);
+    let y = run1(MovementOp::CumProd { exclusive: true, reverse: true }, iota(&[1, 3]), vec![axis]).unwrap();
+    assert_eq!(vals(&y), [6.0, 3.0, 1.0]);
     let y = run1(MovementOp::Trilu { upper: true }, iota(&[2, 3]), vec![Some(Tensor::scalar(1i64))]).unwrap();
     assert_eq!(vals(&y), [0.0, 2.0, 3.0, 0.0, 0.0, 6.0]);
     let idx = Tensor::from_vec(vec![2], vec![-1i64, 1]).unwrap();

@@ -80,6 +80,10 @@ pub enum MovementOp {
         exclusive: bool,
         reverse: bool,
     },
+    CumProd {
+        exclusive: bool,
+        reverse: bool,
+    },
     DepthToSpace {
         blocksize: usize,
         mode: DepthToSpaceMode,
@@ -169,6 +173,7 @@ impl OpFamily for MovementOp {
             Trilu { .. } => "Trilu",
             OneHot { .. } => "OneHot",
             CumSum { .. } => "CumSum",
+            CumProd { .. } => "CumProd",
             DepthToSpace { .. } => "DepthToSpace",
             SpaceToDepth { .. } => "SpaceToDepth",
             Compress { .. } => "Compress",
@@ -215,6 +220,7 @@ impl OpFamily for MovementOp {
             | ScatterElements { .. }
             | Trilu { .. }
             | CumSum { .. }
+            | CumProd { .. }
             | ReverseSequence { .. }
             | TensorScatter { .. } => same(),
             Expand => infer_expand(x, required(inputs, 1, name)?),

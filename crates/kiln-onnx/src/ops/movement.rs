@@ -30,7 +30,8 @@ pub fn convert(ctx: &mut NodeCtx) -> Option<Result<Op>> {
         "Range" => Ok(MovementOp::Range),
         "Trilu" => ctx.bool_or("upper", true).map(|upper| MovementOp::Trilu { upper }),
         "OneHot" => ctx.int_or("axis", -1).map(|axis| MovementOp::OneHot { axis }),
-        "CumSum" => cumsum(ctx),
+        "CumSum" => cumulative(ctx).map(|(exclusive, reverse)| MovementOp::CumSum { exclusive, reverse }),
+        "CumProd" => cumulative(ctx).map(|(exclusive, reverse)| MovementOp::CumProd { exclusive, reverse }),
         "DepthToSpace" => depth_to_space(ctx),
         "SpaceToDepth" => blocksize(ctx).map(|blocksize| MovementOp::SpaceToDepth { blocksize }),
         "Compress" => ctx.int("axis").map(|axis| MovementOp::Compress { axis }),
@@ -140,8 +141,9 @@ fn pad(ctx: &NodeCtx) -> Result<MovementOp> {
     Ok(MovementOp::Pad { mode, pads: Some(pads), value: ctx.float_or("value", 0.0)? })
 }
 
-fn cumsum(ctx: &NodeCtx) -> Result<MovementOp> {
-    Ok(MovementOp::CumSum { exclusive: ctx.bool_or("exclusive", false)?, reverse: ctx.bool_or("reverse", false)? })
+/// CumSum's and CumProd's (exclusive, reverse).
+fn cumulative(ctx: &NodeCtx) -> Result<(bool, bool)> {
+    Ok((ctx.bool_or("exclusive", false)?, ctx.bool_or("reverse", false)?))
 }
 
 fn blocksize(ctx: &NodeCtx) -> Result<usize> {

@@ -1,8 +1,8 @@
-//! Ops that compute their elements from positions: Range, Trilu, OneHot, EyeLike, CumSum.
+//! Ops that compute their elements from positions: Range, Trilu, OneHot, EyeLike, CumSum, CumProd.
 
 use kiln_ir::ops::movement::range_len;
 use kiln_ir::{DType, Element, Tensor, with_storage};
-use num_traits::NumCast;
+use num_traits::{NumCast, One, Zero};
 
 use super::{axis_of, scalar_int, scalar_of};
 use crate::{CpuError, Result, dispatch};
@@ -117,27 +117,41 @@ pub fn eye_like(x: &Tensor, dtype: DType, k: i64) -> Result<Tensor> {
 pub fn cumsum(x: &Tensor, axis: &Tensor, exclusive: bool, reverse: bool) -> Result<Tensor> {
     let op = "CumSum";
     let a = axis_of(scalar_int(axis, op, "axis")?, x.rank(), op)?;
-    dispatch!(num, x.dtype(), op, T => cumsum_typed::<T>(x, a, exclusive, reverse))
+    dispatch!(num, x.dtype(), op, T => cumulate::<T>(x, a, (exclusive, reverse), T::zero(), |a, b| a + b))
 }
 
-fn cumsum_typed<T: Element + num_traits::Zero>(x: &Tensor, a: usize, exclusive: bool, reverse: bool) -> Result<Tensor> {
+pub fn cumprod(x: &Tensor, axis: &Tensor, exclusive: bool, reverse: bool) -> Result<Tensor> {
+    let op = "CumProd";
+    let a = axis_of(scalar_int(axis, op, "axis")?, x.rank(), op)?;
+    dispatch!(num, x.dtype(), op, T => cumulate::<T>(x, a, (exclusive, reverse), T::one(), |a, b| a * b))
+}
+
+/// Running `f`-accumulation along axis `a` from `identity`; `(exclusive, reverse)` as
+/// CumSum/CumProd define them.
+fn cumulate<T: Element>(
+    x: &Tensor,
+    a: usize,
+    (exclusive, reverse): (bool, bool),
+    identity: T,
+    f: fn(T, T) -> T,
+) -> Result<Tensor> {
     let s = x.shape();
     let (dim, inner) = (s[a], s[a + 1..].iter().product::<usize>());
     let src = x.as_slice::<T>()?;
-    let mut out = vec![T::zero(); src.len()];
+    let mut out = vec![identity; src.len()];
     if dim * inner > 0 {
         for (o, block) in out.chunks_mut(dim * inner).enumerate() {
             let base = o * dim * inner;
             for r in 0..inner {
-                let mut acc = T::zero();
+                let mut acc = identity;
                 for step in 0..dim {
                     let i = if reverse { dim - 1 - step } else { step };
                     let v = src[base + i * inner + r];
                     if exclusive {
                         block[i * inner + r] = acc;
-                        acc = acc + v;
+                        acc = f(acc, v);
                     } else {
-                        acc = acc + v;
+                        acc = f(acc, v);
                         block[i * inner + r] = acc;
                     }
                 }

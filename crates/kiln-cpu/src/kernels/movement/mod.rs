@@ -65,6 +65,7 @@ pub fn eval(op: &MovementOp, inputs: &[Option<Tensor>], n_outputs: usize, _ctx: 
         Trilu { upper } => one(generate::trilu(x, inputs.get(1).and_then(Option::as_ref), *upper)),
         OneHot { axis } => one(generate::one_hot(x, req(inputs, 1, name)?, req(inputs, 2, name)?, *axis)),
         CumSum { exclusive, reverse } => one(generate::cumsum(x, req(inputs, 1, name)?, *exclusive, *reverse)),
+        CumProd { exclusive, reverse } => one(generate::cumprod(x, req(inputs, 1, name)?, *exclusive, *reverse)),
         TensorScatter { axis, circular } => {
             let (update, indices) = (req(inputs, 1, name)?, inputs.get(2).and_then(Option::as_ref));
             one(scatter::tensor_scatter(x, update, indices, *axis, *circular))
