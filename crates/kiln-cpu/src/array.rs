@@ -199,24 +199,6 @@ macro_rules! dispatch {
     };
     // Any dtype, by storage: bool and FP8 as u8 (for data movement that copies elements).
     (any, $dt:expr, $op:expr, $T:ident => $body:expr) => {
-        match $dt.size() {
-            1 => {
-                type $T = u8;
-                $body
-            }
-            2 => {
-                type $T = u16;
-                $body
-            }
-            4 => {
-                type $T = u32;
-                $body
-            }
-            8 => {
-                type $T = u64;
-                $body
-            }
-            _ => Err($crate::CpuError::dtype($op, $dt)),
-        }
+        kiln_ir::with_storage!($dt, $T => $body)
     };
 }
