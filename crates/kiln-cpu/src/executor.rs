@@ -12,7 +12,13 @@ pub type Captures = HashMap<String, Tensor>;
 
 /// What a kernel may ask of the executor: running nested graphs (If/Loop/Scan).
 pub struct EvalContext<'a> {
-    _graph: &'a Graph,
+    _graph: std::marker::PhantomData<&'a Graph>,
+}
+
+impl Default for EvalContext<'_> {
+    fn default() -> Self {
+        EvalContext { _graph: std::marker::PhantomData }
+    }
 }
 
 impl EvalContext<'_> {
@@ -132,7 +138,7 @@ fn execute(graph: &Graph, bound: Vec<(OutletId, Tensor)>) -> Result<Vec<Tensor>>
         values[o.node][o.slot] = Some(t);
     }
     let mut remaining = graph.use_counts();
-    let ctx = EvalContext { _graph: graph };
+    let ctx = EvalContext::default();
     for id in graph.eval_order()? {
         let node = &graph.nodes[id];
         if matches!(node.op, Op::Input) {
@@ -192,8 +198,14 @@ fn take_input(
 fn eval_node(node: &Node, inputs: &[Option<Tensor>], ctx: &EvalContext) -> Result<Vec<Tensor>> {
     let wrap =
         |e: CpuError| CpuError::Node { node: node.name.clone(), op: node.op.name().to_string(), source: Box::new(e) };
-    let n = node.outputs.len();
-    match &node.op {
+    eval_op(&node.op, inputs, node.outputs.len(), ctx).map_err(wrap)
+}
+
+/// Evaluates one op on its inputs (`None` for omitted optional ones); returns at least
+/// `n_outputs` tensors. The optimiser folds constants with this.
+pub fn eval_op(op: &Op, inputs: &[Option<Tensor>], n_outputs: usize, ctx: &EvalContext) -> Result<Vec<Tensor>> {
+    let n = n_outputs;
+    match op {
         Op::Input => Err(CpuError::Graph("input node evaluated".into())),
         Op::Constant(t) => Ok(vec![t.clone()]),
         Op::Elementwise(op) => kernels::elementwise::eval(op, inputs, n, ctx),
@@ -205,6 +217,6 @@ fn eval_node(node: &Node, inputs: &[Option<Tensor>], ctx: &EvalContext) -> Resul
         Op::Quant(op) => kernels::quant::eval(op, inputs, n, ctx),
         Op::Recurrent(op) => kernels::recurrent::eval(op, inputs, n, ctx),
         Op::Control(op) => kernels::control::eval(op, inputs, n, ctx),
+        Op::Fused(op) => kernels::fused::eval(op, inputs, n, ctx),
     }
-    .map_err(wrap)
 }

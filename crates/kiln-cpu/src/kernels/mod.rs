@@ -5,6 +5,7 @@
 pub mod attention;
 pub mod control;
 pub mod elementwise;
+pub mod fused;
 pub mod movement;
 pub mod nn;
 pub mod quant;

@@ -6,6 +6,7 @@
 pub mod attention;
 pub mod control;
 pub mod elementwise;
+pub mod fused;
 pub mod movement;
 pub mod nn;
 pub mod quant;
@@ -16,6 +17,7 @@ pub mod vision;
 pub use attention::AttentionOp;
 pub use control::ControlOp;
 pub use elementwise::ElementwiseOp;
+pub use fused::{Expr, ExprNode, FusedLayer, FusedOp};
 pub use movement::MovementOp;
 pub use nn::NnOp;
 pub use quant::QuantOp;
@@ -40,6 +42,8 @@ pub enum Op {
     Quant(QuantOp),
     Recurrent(RecurrentOp),
     Control(ControlOp),
+    /// What the optimiser fuses chains of ops into.
+    Fused(FusedOp),
 }
 
 /// What every family of ops provides.
@@ -69,6 +73,7 @@ macro_rules! each_family {
             Op::Quant($op) => $e,
             Op::Recurrent($op) => $e,
             Op::Control($op) => $e,
+            Op::Fused($op) => $e,
         }
     };
 }

@@ -1,0 +1,7 @@
+//! (to be written)
+
+use crate::rewrite::Rewrite;
+
+pub fn rewrites() -> Vec<&'static dyn Rewrite> {
+    vec![]
+}
