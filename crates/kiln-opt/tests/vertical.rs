@@ -535,3 +535,72 @@ fn elementwise_after_a_fused_layer_joins_its_epilogue() {
     let (after, _) = check_pass(&n.build(), 3, 35);
     assert_eq!(ops(&after), ["Exp", "FusedConv"]);
 }
+
+// ---- dtypes ----
+
+fn to_f16(t: Tensor) -> Tensor {
+    let v: Vec<half::f16> = t.to_f64_vec().unwrap().into_iter().map(half::f16::from_f64).collect();
+    Tensor::from_vec(t.shape().to_vec(), v).unwrap()
+}
+
+#[test]
+fn f16_conv_batchnorm_folds_into_f16_weights() {
+    let mut rng = Rng(40);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 4, 6, 6]));
+    let cast = |to| Op::Elementwise(ElementwiseOp::Cast { to, saturate: false });
+    let xh = n.add("to_f16", cast(DType::F16), &[x]).unwrap();
+    let mut c16 = |n: &mut NetworkDefinition, name: &str, shape: &[usize], lo: f32, hi: f32| {
+        let t = to_f16(rand(&mut rng, shape, lo, hi));
+        n.add_constant(name, t)
+    };
+    let w = c16(&mut n, "w", &[8, 4, 3, 3], -1.0, 1.0);
+    let b = c16(&mut n, "b", &[8], -1.0, 1.0);
+    let y = n.add("conv", conv(1), &[xh, w, b]).unwrap();
+    let params: Vec<OutletId> = [("s", -1.0, 1.0), ("t", -1.0, 1.0), ("m", -1.0, 1.0), ("v", 0.2, 2.0)]
+        .iter()
+        .map(|&(name, lo, hi)| c16(&mut n, name, &[8], lo, hi))
+        .collect();
+    let z = n.add("bn", bn_op(), &[y, params[0], params[1], params[2], params[3]]).unwrap();
+    let z = n.add("to_f32", cast(DType::F32), &[z]).unwrap();
+    n.mark_output(z, "out").unwrap();
+    let g = n.build();
+    let (after, _) = optimize(&g, 2);
+    assert_eq!(ops(&after), ["Cast", "Conv", "Cast"]);
+    let conv_node = after.nodes.iter().find(|n| n.op.name() == "Conv").unwrap();
+    let w = conv_node.inputs[1].unwrap();
+    assert_eq!(after.fact(w).unwrap().dtype, Some(DType::F16));
+    let inputs = random_inputs(&g, 40, 3, &|_| 3);
+    assert_same_outputs(&g, &after, &inputs, 5e-3);
+}
+
+#[test]
+fn weight_scaling_follows_each_layout() {
+    use kiln_opt::passes::weights::{WeightLayout, scale_weights};
+    // ConvTranspose [C_in=4, C_out/group=1, 1, 1] with 2 groups: output channel of
+    // input channel i is i / 2.
+    let w = Tensor::from_vec(vec![4, 1, 1, 1], vec![1.0f32; 4]).unwrap();
+    let s = scale_weights(&w, WeightLayout::ConvTranspose { group: 2 }, &[2.0, 3.0]).unwrap();
+    assert_eq!(s.to_vec::<f32>().unwrap(), [2.0, 2.0, 3.0, 3.0]);
+    let w = Tensor::from_vec(vec![2, 3], vec![1.0f64; 6]).unwrap();
+    let s = scale_weights(&w, WeightLayout::Cols, &[1.0, 2.0, 3.0]).unwrap();
+    assert_eq!(s.to_vec::<f64>().unwrap(), [1.0, 2.0, 3.0, 1.0, 2.0, 3.0]);
+    let s = scale_weights(&w, WeightLayout::Rows, &[2.0, 3.0]).unwrap();
+    assert_eq!(s.to_vec::<f64>().unwrap(), [2.0, 2.0, 2.0, 3.0, 3.0, 3.0]);
+    assert!(scale_weights(&w, WeightLayout::Rows, &[2.0]).is_none());
+}
+
+#[test]
+fn gemm_with_a_full_bias_matrix_keeps_its_scale() {
+    let mut rng = Rng(41);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[3, 5]));
+    let w = cst(&mut n, &mut rng, "w", &[5, 7]);
+    let c = cst(&mut n, &mut rng, "c", &[3, 7]);
+    let y = n.add("fc", gemm(false), &[x, w, c]).unwrap();
+    let k = cst(&mut n, &mut rng, "k", &[7]);
+    let z = n.add("mul", bin(BinaryOp::Mul), &[y, k]).unwrap();
+    n.mark_output(z, "out").unwrap();
+    let (after, _) = check_pass(&n.build(), 2, 41);
+    assert_eq!(ops(&after), ["Gemm", "Mul"]);
+}

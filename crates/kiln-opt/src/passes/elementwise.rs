@@ -103,7 +103,11 @@ fn plain(cx: &Context, id: NodeId, op: &ElementwiseOp) -> Option<Ew> {
             let bound = |i: usize, attr: Option<f32>| -> Option<Option<f32>> {
                 match cx.input(id, i) {
                     None => Some(attr),
-                    Some(o) => Some(Some(cx.scalar(o)? as f32)),
+                    // Expression bounds are f32: an f64 bound must be one exactly.
+                    Some(o) => {
+                        let v = cx.scalar(o)?;
+                        ((v as f32) as f64 == v).then_some(Some(v as f32))
+                    }
                 }
             };
             let (min, max) = (bound(1, *min)?, bound(2, *max)?);
