@@ -166,6 +166,16 @@ pub fn positions(ew: &Ew, o: OutletId) -> Vec<usize> {
     ew.inputs.iter().enumerate().filter(|(_, i)| **i == Some(o)).map(|(k, _)| k).collect()
 }
 
+/// Whether a node `op` reading `inputs` infers an output that may replace `old`, as the
+/// patch will check (so that a rewrite never offers a patch that is refused).
+pub fn accepted(cx: &Context, op: &Op, inputs: &[Option<OutletId>], old: OutletId) -> bool {
+    let facts: Vec<Option<&kiln_ir::Fact>> = inputs.iter().map(|i| i.map(|o| cx.fact(o))).collect();
+    match op.infer(&facts, 1) {
+        Ok(out) => out.first().is_some_and(|f| crate::patch::compatible(cx.fact(old), f)),
+        Err(_) => false,
+    }
+}
+
 /// A producer elementwise op (or FusedElementwise) inlined into its only consumer.
 pub struct FuseElementwise;
 
@@ -189,9 +199,13 @@ impl Rewrite for FuseElementwise {
             let Some(merged) = merge(&consumer, &positions, &producer) else { continue };
             let inputs: Option<Vec<Wire>> = merged.inputs.iter().map(|i| i.map(Wire::Graph)).collect();
             let Some(inputs) = inputs else { continue };
+            let op = Op::Fused(FusedOp::Elementwise(merged.expr));
+            if !accepted(cx, &op, &merged.inputs, OutletId::new(id, 0)) {
+                continue;
+            }
             let name = format!("{} + {}", cx.node(o.node).name, node.name);
             let mut p = Patch::new();
-            let y = p.add(name, Op::Fused(FusedOp::Elementwise(merged.expr)), &inputs);
+            let y = p.add(name, op, &inputs);
             p.shunt(OutletId::new(id, 0), y);
             return Some(p);
         }

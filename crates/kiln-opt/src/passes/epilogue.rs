@@ -8,7 +8,7 @@
 use kiln_ir::ops::{Expr, FusedLayer, FusedOp, NnOp};
 use kiln_ir::{NodeId, Op, OutletId};
 
-use super::elementwise::{Ew, as_expr, float, merge, only_reader, positions};
+use super::elementwise::{Ew, accepted, as_expr, float, merge, only_reader, positions};
 use super::weights::broadcasts_into;
 use crate::context::Context;
 use crate::patch::{Patch, Wire};
@@ -85,19 +85,24 @@ fn fuse(cx: &Context, id: NodeId, consumer: &Ew, o: OutletId, l: Layer) -> Optio
     if first.is_some() {
         return None;
     }
-    let mut wires: Vec<Option<Wire>> = l.core_inputs.iter().map(|i| i.map(Wire::Graph)).collect();
+    let mut inputs = l.core_inputs.clone();
     for e in extras {
         let e = (*e)?;
         let f = cx.fact(e);
         if f.dtype != out.dtype || !broadcasts_into(f.shape.as_ref()?, shape) {
             return None;
         }
-        wires.push(Some(Wire::Graph(e)));
+        inputs.push(Some(e));
     }
     let fused = FusedLayer { core: Box::new(l.core), core_inputs: l.core_inputs.len(), epilogue: merged.expr };
+    let op = Op::Fused(FusedOp::Layer(fused));
+    if !accepted(cx, &op, &inputs, OutletId::new(id, 0)) {
+        return None;
+    }
+    let wires: Vec<Option<Wire>> = inputs.iter().map(|i| i.map(Wire::Graph)).collect();
     let name = format!("{} + {}", cx.node(o.node).name, cx.node(id).name);
     let mut p = Patch::new();
-    let y = p.add_multi(name, Op::Fused(FusedOp::Layer(fused)), wires, 1);
+    let y = p.add_multi(name, op, wires, 1);
     p.shunt(OutletId::new(id, 0), *y.first()?);
     Some(p)
 }
