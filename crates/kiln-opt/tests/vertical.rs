@@ -429,14 +429,17 @@ fn residual_add_that_broadcasts_is_not_fused() {
     let (after, _) = check_pass(&n.build(), 3, 25);
     assert_eq!(ops(&after), ["Conv", "Add"]);
 
-    // A bias along the width is fine for the epilogue (it keeps the shape)…
-    let mut n = NetworkDefinition::new("g");
-    let (_, y) = conv_input(&mut n, &mut rng, true);
-    let c = cst(&mut n, &mut rng, "k", &[6]);
-    let a = n.add("add", bin(BinaryOp::Add), &[y, c]).unwrap();
-    n.mark_output(a, "out").unwrap();
-    let (after, _) = check_pass(&n.build(), 3, 26);
-    assert_eq!(ops(&after), ["FusedConv"]);
+    // A bias along the width is not per channel: left alone; one per channel fuses.
+    for (shape, fuses) in [(&[6][..], false), (&[1, 6, 1][..], false), (&[8, 1, 1][..], true), (&[1][..], true)] {
+        let mut n = NetworkDefinition::new("g");
+        let (_, y) = conv_input(&mut n, &mut rng, true);
+        let c = n.add_input("k", DType::F32, Shape::known(shape));
+        let a = n.add("add", bin(BinaryOp::Add), &[y, c]).unwrap();
+        n.mark_output(a, "out").unwrap();
+        let (after, _) = check_pass(&n.build(), 3, 26);
+        let want: &[&str] = if fuses { &["FusedConv"] } else { &["Conv", "Add"] };
+        assert_eq!(ops(&after), want, "{shape:?}");
+    }
 }
 
 #[test]

@@ -2,11 +2,11 @@
 //! followed by elementwise ops (bias add, activation, residual add, activation…) becomes
 //! one `FusedLayer` whose epilogue computes them before the output is stored. An op
 //! joins when the layer's output has no other reader and the op keeps the layer's
-//! output shape: its other operands broadcast into it (per-channel constants, scalars,
-//! tensors of exactly that shape).
+//! output shape: its other operands are scalars, per-channel tensors (`[C, 1, 1]` after
+//! a convolution, `[N]` after a matrix product) or tensors of exactly that shape.
 
 use kiln_ir::ops::{Expr, FusedLayer, FusedOp, NnOp};
-use kiln_ir::{NodeId, Op, OutletId};
+use kiln_ir::{Dim, NodeId, Op, OutletId, Shape};
 
 use super::elementwise::{Ew, accepted, as_expr, float, merge, only_reader, positions};
 use super::weights::broadcasts_into;
@@ -89,7 +89,7 @@ fn fuse(cx: &Context, id: NodeId, consumer: &Ew, o: OutletId, l: Layer) -> Optio
     for e in extras {
         let e = (*e)?;
         let f = cx.fact(e);
-        if f.dtype != out.dtype || !broadcasts_into(f.shape.as_ref()?, shape) {
+        if f.dtype != out.dtype || !operand_fits(f.shape.as_ref()?, shape, channel_axis(&l.core, shape.rank())?) {
             return None;
         }
         inputs.push(Some(e));
@@ -105,6 +105,27 @@ fn fuse(cx: &Context, id: NodeId, consumer: &Ew, o: OutletId, l: Layer) -> Optio
     let y = p.add_multi(name, op, wires, 1);
     p.shunt(OutletId::new(id, 0), *y.first()?);
     Some(p)
+}
+
+/// The channel axis of a core's output: 1 for convolutions, the last for matrix products.
+fn channel_axis(core: &Op, rank: usize) -> Option<usize> {
+    match core {
+        Op::Nn(NnOp::Conv(_) | NnOp::ConvTranspose(_)) => Some(1),
+        _ => rank.checked_sub(1),
+    }
+}
+
+/// An epilogue operand is a tensor of exactly the core output's shape (a residual) or a
+/// constant along every axis but the channel axis (a bias, a scale); scalars are both.
+fn operand_fits(operand: &Shape, core: &Shape, axis: usize) -> bool {
+    if !broadcasts_into(operand, core) {
+        return false;
+    }
+    if operand.rank() == core.rank() && operand == core {
+        return true;
+    }
+    let offset = core.rank() - operand.rank();
+    operand.0.iter().enumerate().all(|(i, d)| i + offset == axis || *d == Dim::Known(1))
 }
 
 pub fn rewrites() -> Vec<&'static dyn Rewrite> {
