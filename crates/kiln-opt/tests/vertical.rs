@@ -223,7 +223,7 @@ fn batchnorm_of_a_graph_input_becomes_elementwise_and_fuses_with_relu() {
 fn conv_then(op: Op, c: Tensor, conv_first: bool, seed: u64) -> Graph {
     let mut rng = Rng(seed);
     let mut n = NetworkDefinition::new("g");
-    let (_, y) = conv_input(&mut n, &mut rng, true);
+    let (_, y) = conv_input(&mut n, &mut rng, seed % 2 == 0);
     let c = n.add_constant("k", c);
     let ins = if conv_first { [y, c] } else { [c, y] };
     let z = n.add("op", op, &ins).unwrap();
@@ -247,9 +247,11 @@ fn per_channel_constants_fold_into_the_conv() {
         (BinaryOp::Sub, false),
     ] {
         for c in [&per_channel, &scalar, &rank4] {
-            let g = conv_then(bin(op), c.clone(), conv_first, 12);
-            let (after, _) = check_pass(&g, 2, 12);
-            assert_eq!(ops(&after), ["Conv"], "{op:?} conv_first={conv_first} {:?}", c.shape());
+            for seed in [12, 13] {
+                let g = conv_then(bin(op), c.clone(), conv_first, seed);
+                let (after, _) = check_pass(&g, 2, seed);
+                assert_eq!(ops(&after), ["Conv"], "{op:?} conv_first={conv_first} {:?}", c.shape());
+            }
         }
     }
 }
@@ -316,6 +318,27 @@ fn matmul_and_gemm_scale_and_bias_fold() {
     n.mark_output(z, "out").unwrap();
     let (after, _) = check_pass(&n.build(), 2, 17);
     assert_eq!(ops(&after), ["Gemm"]);
+}
+
+#[test]
+fn matrix_times_weights_plus_bias_becomes_a_gemm_but_not_for_batched_matmul() {
+    for (shape, want) in [(&[3, 5][..], "Gemm"), (&[2, 3, 5][..], "MatMul")] {
+        let mut rng = Rng(19);
+        let mut n = NetworkDefinition::new("g");
+        let x = n.add_input("x", DType::F32, Shape::known(shape));
+        let w = cst(&mut n, &mut rng, "w", &[5, 7]);
+        let y = n.add("mm", Op::Nn(NnOp::MatMul), &[x, w]).unwrap();
+        let c = cst(&mut n, &mut rng, "b", &[7]);
+        let z = n.add("add", bin(BinaryOp::Add), &[y, c]).unwrap();
+        n.mark_output(z, "out").unwrap();
+        let g = n.build();
+        let (after, _) = check_pass(&g, 2, 19);
+        let expected: &[&str] = if want == "Gemm" { &["Gemm"] } else { &["MatMul", "Add"] };
+        assert_eq!(ops(&after), expected);
+        let (after, _) = check_pass(&g, 3, 19);
+        let expected: &[&str] = if want == "Gemm" { &["Gemm"] } else { &["FusedMatMul"] };
+        assert_eq!(ops(&after), expected);
+    }
 }
 
 #[test]
@@ -606,4 +629,33 @@ fn gemm_with_a_full_bias_matrix_keeps_its_scale() {
     n.mark_output(z, "out").unwrap();
     let (after, _) = check_pass(&n.build(), 2, 41);
     assert_eq!(ops(&after), ["Gemm", "Mul"]);
+}
+
+#[test]
+fn clip_with_runtime_bounds_is_not_fused() {
+    let mut rng = Rng(42);
+    let mut n = NetworkDefinition::new("g");
+    let (_, y) = conv_input(&mut n, &mut rng, true);
+    let lo = n.add_input("lo", DType::F32, Shape::known(&[]));
+    let y = n.add("clip", Op::Elementwise(ElementwiseOp::Clip { min: None, max: None }), &[y, lo]).unwrap();
+    let y = n.add("exp", un(UnaryOp::Exp), &[y]).unwrap();
+    n.mark_output(y, "out").unwrap();
+    let (after, _) = check_pass(&n.build(), 3, 42);
+    assert_eq!(ops(&after), ["Conv", "Clip", "Exp"]);
+}
+
+#[test]
+fn conv_transpose_epilogue_and_min_of_two_fuse() {
+    let mut rng = Rng(43);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 4, 3, 3]));
+    let w = cst(&mut n, &mut rng, "w", &[4, 3, 2, 2]);
+    let y = n.add("deconv", conv_t(2), &[x, w]).unwrap();
+    let r = n.add_input("r", DType::F32, Shape::known(&[1, 6, 6, 6]));
+    let m = n.add("min", Op::Elementwise(ElementwiseOp::Variadic(VariadicOp::Min)), &[r, y]).unwrap();
+    let s = n.add("sig", un(UnaryOp::Sigmoid), &[m]).unwrap();
+    n.mark_output(s, "out").unwrap();
+    let (after, _) = check_pass(&n.build(), 3, 43);
+    assert_eq!(ops(&after), ["FusedConvTranspose"]);
+    assert_eq!(after.nodes.iter().find(|n| n.op.name() == "FusedConvTranspose").unwrap().name, "deconv + min + sig");
 }
