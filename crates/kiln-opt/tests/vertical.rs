@@ -223,7 +223,7 @@ fn batchnorm_of_a_graph_input_becomes_elementwise_and_fuses_with_relu() {
 fn conv_then(op: Op, c: Tensor, conv_first: bool, seed: u64) -> Graph {
     let mut rng = Rng(seed);
     let mut n = NetworkDefinition::new("g");
-    let (_, y) = conv_input(&mut n, &mut rng, seed % 2 == 0);
+    let (_, y) = conv_input(&mut n, &mut rng, seed.is_multiple_of(2));
     let c = n.add_constant("k", c);
     let ins = if conv_first { [y, c] } else { [c, y] };
     let z = n.add("op", op, &ins).unwrap();
