@@ -461,6 +461,41 @@ fn reshape_chain_with_symbols_only_folds_when_provable() {
     assert_eq!(reshape_target(&after), [1, -1, 2, 2]);
 }
 
+fn squeeze_transpose_unsqueeze(second_reshape: &[i64], x_first: bool) -> Graph {
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 2, 3, 4]));
+    let r = n.add("relu", relu(), &[x]).unwrap();
+    let t0 = n.add("t0", transpose(&[0, 2, 1, 3]), &[r]).unwrap();
+    let s1 = n.add_constant("s1", ints(&[3, 2, 4]));
+    let a = n.add("squeeze", reshape(), &[if x_first { r } else { t0 }, s1]).unwrap();
+    let t = n.add("t", transpose(&[0, 2, 1]), &[a]).unwrap();
+    let s2 = n.add_constant("s2", ints(second_reshape));
+    let b = n.add("unsqueeze", reshape(), &[t, s2]).unwrap();
+    n.mark_output(b, "y").unwrap();
+    if x_first {
+        n.mark_output(t0, "t0").unwrap();
+    }
+    n.build()
+}
+
+#[test]
+fn transpose_between_unit_reshapes_becomes_one_transpose() {
+    // [1,2,3,4] →T [1,3,2,4] → [3,2,4] →T [3,4,2] → [1,3,4,2]: one Transpose (0,2,3,1).
+    let (after, _) = check_pass(&squeeze_transpose_unsqueeze(&[1, 3, 4, 2], false), 1, 53);
+    assert_eq!(ops(&after), ["Relu", "Transpose"]);
+    let t = after.nodes.iter().find(|n| n.op.name() == "Transpose").unwrap();
+    let Op::Movement(MovementOp::Transpose { perm }) = &t.op else { unreachable!() };
+    assert_eq!(perm.as_deref(), Some(&[0, 2, 3, 1][..]));
+    // A unit dim placed elsewhere is still a transpose (merged with t0 again).
+    let (after, _) = check_pass(&squeeze_transpose_unsqueeze(&[3, 4, 2, 1], false), 1, 54);
+    assert_eq!(ops(&after), ["Relu", "Transpose"]);
+    // Near misses: a reshape that regroups dims, not only units.
+    let (after, _) = check_pass(&squeeze_transpose_unsqueeze(&[1, 12, 2, 1], false), 1, 55);
+    assert_eq!(count(&after, "Reshape"), 2, "{:?}", ops(&after));
+    let (after, _) = check_pass(&squeeze_transpose_unsqueeze(&[1, 3, 4, 2], true), 1, 56);
+    assert_eq!(count(&after, "Reshape"), 2, "{:?}", ops(&after));
+}
+
 #[test]
 fn neutral_constants_are_removed() {
     let zero = Tensor::scalar(0.0f32);

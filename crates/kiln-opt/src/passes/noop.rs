@@ -276,6 +276,71 @@ impl Rewrite for ReshapeChain {
     }
 }
 
+/// Positions of the dims that are not 1; `None` where a dim could be 1 (unknown).
+fn non_unit(dims: &[Dim]) -> Option<Vec<usize>> {
+    let mut out = Vec::new();
+    for (i, d) in dims.iter().enumerate() {
+        match d {
+            Dim::Known(1) => {}
+            Dim::Unknown => return None,
+            _ => out.push(i),
+        }
+    }
+    Some(out)
+}
+
+/// Whether two shapes differ only by dims of size 1.
+fn same_but_units(a: &[Dim], b: &[Dim]) -> Option<(Vec<usize>, Vec<usize>)> {
+    let (p, q) = (non_unit(a)?, non_unit(b)?);
+    (p.len() == q.len() && p.iter().zip(&q).all(|(&i, &j)| a[i] == b[j])).then_some((p, q))
+}
+
+/// Reshape(Transpose(Reshape(x))) where both reshapes only add or drop dims of size 1
+/// (exporters squeeze a batch of 1 around a transpose): one Transpose of x, when the
+/// result has x's rank. The Transpose then merges with its neighbours.
+pub struct TransposeThroughReshape;
+
+impl Rewrite for TransposeThroughReshape {
+    fn name(&self) -> &'static str {
+        "transpose-through-reshape"
+    }
+
+    fn rewrite(&self, cx: &Context, id: NodeId) -> Option<Patch> {
+        if !is_reshape_like(&cx.node(id).op) {
+            return None;
+        }
+        let t = cx.input(id, 0)?;
+        let Op::Movement(MovementOp::Transpose { perm }) = &cx.producer(t).op else { return None };
+        let r1 = cx.input(t.node, 0)?;
+        if !is_reshape_like(&cx.producer(r1).op) || !cx.single_use(t) || !cx.single_use(r1) {
+            return None;
+        }
+        let x = cx.input(r1.node, 0)?;
+        let dims = |o: OutletId| cx.fact(o).shape.as_ref().map(|s| s.0.clone());
+        let (xd, r1d, td, yd) = (dims(x)?, dims(r1)?, dims(t)?, dims(OutletId::new(id, 0))?);
+        if xd.len() != yd.len() {
+            return None;
+        }
+        let p = permutation(perm.as_deref(), r1d.len()).ok()?;
+        let (x_nu, r1_nu) = same_but_units(&xd, &r1d)?;
+        let (t_nu, y_nu) = same_but_units(&td, &yd)?;
+        // y's k-th non-unit axis is t's, which reads r1's axis p[..], which is x's.
+        let mut q: Vec<Option<usize>> = vec![None; yd.len()];
+        for (&ya, &ta) in y_nu.iter().zip(&t_nu) {
+            let ra = *p.get(ta)?;
+            let k = r1_nu.iter().position(|&a| a == ra)?;
+            q[ya] = Some(*x_nu.get(k)?);
+        }
+        let mut units = (0..xd.len()).filter(|a| !x_nu.contains(a));
+        let q: Vec<i64> = q.into_iter().map(|a| a.or_else(|| units.next()).map(|v| v as i64)).collect::<Option<_>>()?;
+        let mut patch = Patch::new();
+        let name = format!("{} + {} + {}", cx.producer(r1).name, cx.producer(t).name, cx.node(id).name);
+        let tr = patch.add(name, Op::Movement(MovementOp::Transpose { perm: Some(q) }), &[x.into()]);
+        patch.shunt(OutletId::new(id, 0), tr);
+        Some(patch)
+    }
+}
+
 pub fn rewrites() -> Vec<&'static dyn Rewrite> {
-    vec![&RemoveIdentity, &RemoveNoop, &NeutralElement, &TransposePair, &ReshapeChain]
+    vec![&RemoveIdentity, &RemoveNoop, &NeutralElement, &TransposePair, &ReshapeChain, &TransposeThroughReshape]
 }

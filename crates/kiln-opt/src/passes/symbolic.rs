@@ -569,6 +569,7 @@ impl Rewrite for SymbolicReshape {
         let mut out = Vec::with_capacity(target.elems.len());
         for (i, e) in target.elems.iter().enumerate() {
             out.push(match e {
+                Elem::Num(n) if *n < -1 => return None,
                 Elem::Num(n) => *n,
                 _ if !allowzero && xs.get(i) == Some(e) => 0,
                 _ if !inferred => {
@@ -629,6 +630,16 @@ impl Rewrite for SymbolicExpand {
 /// would now get a more informative fact (a known rank, dim, dtype or value).
 pub struct RefineFacts;
 
+/// `new` knows nothing less than `old`.
+fn not_worse(old: &kiln_ir::Fact, new: &kiln_ir::Fact) -> bool {
+    let dims = match (&old.shape, &new.shape) {
+        (None, _) => true,
+        (Some(a), Some(b)) => a.rank() == b.rank() && a.0.iter().zip(&b.0).all(|(x, y)| *x == Dim::Unknown || x == y),
+        (Some(_), None) => false,
+    };
+    dims && (old.dtype.is_none() || old.dtype == new.dtype) && (old.value.is_none() || new.value.is_some())
+}
+
 fn more_informative(old: &kiln_ir::Fact, new: &kiln_ir::Fact) -> bool {
     let dims = match (&old.shape, &new.shape) {
         (None, Some(_)) => true,
@@ -663,7 +674,7 @@ impl Rewrite for RefineFacts {
         let facts: Vec<Option<&kiln_ir::Fact>> = node.inputs.iter().map(|i| i.map(|o| cx.fact(o))).collect();
         let new = node.op.infer(&facts, node.outputs.len()).ok()?;
         let better = node.outputs.iter().zip(&new).any(|(o, n)| compatible(&o.fact, n) && more_informative(&o.fact, n));
-        if !better || new.iter().zip(&node.outputs).any(|(n, o)| !compatible(&o.fact, n)) {
+        if !better || new.iter().zip(&node.outputs).any(|(n, o)| !compatible(&o.fact, n) || !not_worse(&o.fact, n)) {
             return None;
         }
         let mut p = Patch::new();
