@@ -215,6 +215,56 @@ fn constant_subgraph_folds_to_one_constant() {
     assert_eq!(ops(&after), ["Add"]);
 }
 
+#[test]
+fn multi_output_and_graph_output_nodes_fold() {
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[2, 3]));
+    let c = n.add_constant("c", weights(&[6], 11));
+    let split = mv(MovementOp::Split { axis: 0, split: None, num_outputs: Some(2) });
+    let parts = n.add_layer("split", split, &[c], 2).unwrap();
+    let y = n.add("mul", bin(BinaryOp::Mul), &[x, parts[1]]).unwrap();
+    let s = n.add("shape", shape_of(), &[x]).unwrap();
+    n.mark_output(y, "y").unwrap();
+    n.mark_output(s, "s").unwrap();
+    n.mark_output(parts[0], "p0").unwrap();
+    let (after, _) = check_pass(&n.build(), 1, 12);
+    assert_eq!(ops(&after), ["Mul"]);
+    assert!(after.nodes.iter().any(|n| n.name == "split/folded:1"));
+    assert_eq!(after.outlet_name(after.outputs[1]), "s");
+}
+
+#[test]
+fn range_over_a_known_dim_of_a_symbolic_shape_folds() {
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, sym(&["batch", "4"]));
+    let s = n.add("shape", shape_of(), &[x]).unwrap();
+    let i1 = n.add_constant("i1", Tensor::scalar(1i64));
+    let d = n.add("g1", gather0(), &[s, i1]).unwrap();
+    let zero = n.add_constant("zero", Tensor::scalar(0i64));
+    let one = n.add_constant("one", Tensor::scalar(1i64));
+    let r = n.add("range", mv(MovementOp::Range), &[zero, d, one]).unwrap();
+    let f = n.add("cast", cast(DType::F32), &[r]).unwrap();
+    let y = n.add("add", bin(BinaryOp::Add), &[x, f]).unwrap();
+    n.mark_output(y, "y").unwrap();
+    let (after, _) = check_pass(&n.build(), 1, 13);
+    assert_eq!(ops(&after), ["Add"]);
+}
+
+#[test]
+fn range_over_a_symbolic_dim_is_kept() {
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, sym(&["batch", "4"]));
+    let s = n.add("shape", shape_of(), &[x]).unwrap();
+    let i0 = n.add_constant("i0", Tensor::scalar(0i64));
+    let d = n.add("g0", gather0(), &[s, i0]).unwrap();
+    let zero = n.add_constant("zero", Tensor::scalar(0i64));
+    let one = n.add_constant("one", Tensor::scalar(1i64));
+    let r = n.add("range", mv(MovementOp::Range), &[zero, d, one]).unwrap();
+    n.mark_output(r, "y").unwrap();
+    let (after, _) = check_pass(&n.build(), 1, 14);
+    assert_eq!(ops(&after), ["Shape", "Gather", "Range"]);
+}
+
 // ---- symbolic shapes ----
 
 /// `Reshape(h, Concat(Unsqueeze(Gather(Shape(x), 0)), Unsqueeze(Gather(Shape(x), 1)), tail))`,
