@@ -318,8 +318,8 @@ impl<'c, 'a> Tracker<'c, 'a> {
             }
             MovementOp::Gather { axis } => {
                 let (x, idx) = (sh(0)?, sh(1)?);
-                let a = normalize_axis(*axis, x.len(), "Gather").ok()?;
-                Some(x[..a].iter().chain(&idx).chain(&x[a + 1..]).cloned().map(Some).collect())
+                let a = normalize_axis(*axis, x.len(), "Gather").ok().filter(|&a| a < x.len())?;
+                Some(x.get(..a)?.iter().chain(&idx).chain(x.get(a + 1..)?).cloned().map(Some).collect())
             }
             MovementOp::Concat { axis } => {
                 let shapes: Vec<Vec<Elem>> =
@@ -409,6 +409,9 @@ impl<'c, 'a> Tracker<'c, 'a> {
                     return None;
                 }
                 let step = steps.map_or(Some(1), |s| (s.len() == 1).then(|| s[0]))?;
+                if data.elems.is_empty() {
+                    return None; // AxisSlice needs a dim of at least 1 for negative steps
+                }
                 let sl = AxisSlice::new(data.elems.len(), starts[0], ends[0], step).ok()?;
                 let elems = (0..sl.len as i64)
                     .map(|k| usize::try_from(sl.start + k * sl.step).ok().and_then(|j| data.elems.get(j).cloned()))
