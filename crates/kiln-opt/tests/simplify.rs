@@ -143,6 +143,23 @@ fn large_weight_transform_folds_only_when_the_weight_dies() {
 }
 
 #[test]
+fn cast_of_a_weight_folds_past_the_limit_when_it_replaces_it() {
+    let eval = cpu_eval;
+    let options = Options { fold_limit_bytes: 64, evaluator: Some(&eval), ..Options::default() };
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[8, 8]));
+    let w = n.add_constant("w", weights(&[8, 8], 3));
+    let half = n.add("half", cast(DType::F16), &[w]).unwrap();
+    let back = n.add("back", cast(DType::F32), &[half]).unwrap();
+    let y = n.add("add", bin(BinaryOp::Add), &[x, back]).unwrap();
+    n.mark_output(y, "y").unwrap();
+    let (after, _) = check_with(&n.build(), options, 3);
+    // W (256 bytes) → f16 (128 bytes) folds; f16 → f32 (256 bytes) would grow what it replaces.
+    assert_eq!(ops(&after), ["Cast", "Add"]);
+    assert!(after.nodes.iter().any(|n| n.name == "half/folded"));
+}
+
+#[test]
 fn expand_of_a_small_constant_into_a_large_tensor_is_not_folded() {
     let eval = cpu_eval;
     let options = Options { fold_limit_bytes: 256, evaluator: Some(&eval), ..Options::default() };
@@ -653,4 +670,32 @@ fn bert_dynamic_per_layer_shape_chains_disappear() {
         let t = n.inputs[1].unwrap();
         assert!(matches!(after.nodes[t.node].op, Op::Constant(_)), "'{}' has a computed target", n.name);
     }
+}
+
+#[test]
+fn deep_graphs_do_not_exhaust_the_stack() {
+    // 1500 elementwise ops over unknown dims: the dim tracking gives up past its depth
+    // limit instead of recursing further; near the input it still proves the target.
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, sym(&["?", "8"]));
+    let mut h = x;
+    for i in 0..1500 {
+        h = n.add(&format!("relu{i}"), relu(), &[h]).unwrap();
+    }
+    let s = n.add("shape", shape_of(), &[x]).unwrap();
+    let i0 = n.add_constant("i0", Tensor::scalar(0i64));
+    let d = n.add("g0", gather0(), &[s, i0]).unwrap();
+    let u = n.add("u", unsqueeze(&[0]), &[d]).unwrap();
+    let tail = n.add_constant("tail", ints(&[2, 4]));
+    let c = n.add("concat", concat0(), &[u, tail]).unwrap();
+    let r = n.add("reshape", reshape(), &[h, c]).unwrap();
+    n.mark_output(r, "y").unwrap();
+    let g = n.build();
+    let (after, _) = std::thread::Builder::new()
+        .stack_size(2 << 20)
+        .spawn(move || check_pass(&g, 1, 60))
+        .unwrap()
+        .join()
+        .expect("no stack overflow");
+    assert_eq!(count(&after, "Reshape"), 1);
 }
