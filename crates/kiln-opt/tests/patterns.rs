@@ -886,3 +886,33 @@ fn bert_base_attention_gelu_and_qkv_after_folding() {
         }
     }
 }
+
+fn conv_siblings_with(acts: [Option<UnaryOp>; 2]) -> Graph {
+    let mut b = B::new();
+    let x = b.input("x", &[1, 3, 6, 6]);
+    let mut outs = Vec::new();
+    for (m, act) in [(4, acts[0]), (2, acts[1])] {
+        let w = b.rand(&[m, 3, 1, 1], -0.3, 0.3);
+        let c = b.op("conv", Op::Nn(NnOp::Conv(Conv { window: Window::default(), group: 1 })), &[x, w]);
+        outs.push(match act {
+            Some(u) => b.un(u, c),
+            None => c,
+        });
+    }
+    b.n.mark_output(outs[1], "y1").unwrap();
+    b.out(outs[0])
+}
+
+#[test]
+fn horizontal_conv_siblings_with_the_same_activation() {
+    let after = run(&conv_siblings_with([Some(UnaryOp::Relu); 2]), horizontal::rewrites(), 69);
+    assert_eq!(ops(&after), ["Conv", "Relu", "Split"]);
+}
+
+#[test]
+fn horizontal_near_miss_siblings_with_different_epilogues() {
+    let after = run(&conv_siblings_with([Some(UnaryOp::Relu), None]), horizontal::rewrites(), 72);
+    assert_eq!(ops(&after), ["Conv", "Relu", "Conv"]);
+    let after = run(&conv_siblings_with([Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid)]), horizontal::rewrites(), 73);
+    assert_eq!(count(&after, "Split"), 0);
+}

@@ -7,7 +7,7 @@
 //! Siblings are taken in node-id order and the rewrite fires only at the first of them,
 //! so the result is deterministic.
 
-use kiln_ir::ops::elementwise::BinaryOp;
+use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use kiln_ir::ops::{ElementwiseOp, MovementOp, NnOp};
 use kiln_ir::tensor::Bytes;
 use kiln_ir::{NodeId, Op, OutletId, Tensor};
@@ -132,6 +132,15 @@ fn bias_add<'a>(cx: &Context<'a>, y: OutletId, n: usize) -> Option<(OutletId, &'
     (t.rank() <= yr && cx.fact(add).shape == cx.fact(y).shape).then_some((add, t))
 }
 
+/// The unary activation that is the only reader of `o`: (op, its output).
+fn activation(cx: &Context, o: OutletId) -> Option<(UnaryOp, OutletId)> {
+    let n = cx.sole_consumer(o)?;
+    match cx.node(n).op {
+        Op::Elementwise(ElementwiseOp::Unary(u)) => Some((u, OutletId::new(n, 0))),
+        _ => None,
+    }
+}
+
 /// Sibling MatMul/Gemm/Conv nodes over the same input → one node and a Split.
 pub struct HorizontalFusion;
 
@@ -198,6 +207,24 @@ impl Rewrite for HorizontalFusion {
                 (y, adds.iter().map(|(a, _)| *a).collect::<Vec<_>>(), add_name)
             }
             None => (fused, outs.clone(), name),
+        };
+        // The activation each result feeds (when it is its only reader) must be the same
+        // for all siblings: then it runs once before the Split. Otherwise the fusion would
+        // cut the siblings off their epilogues (e.g. ResNet's conv1 + Relu beside the
+        // downsample conv), so it is not done.
+        let acts: Vec<Option<(UnaryOp, OutletId)>> = replaced.iter().map(|&o| activation(cx, o)).collect();
+        let first_act = acts.first()?.map(|(u, _)| u);
+        if acts.iter().any(|a| a.map(|(u, _)| u) != first_act) {
+            return None;
+        }
+        let (split_in, replaced, split_name) = match first_act {
+            Some(u) => {
+                let outs: Vec<OutletId> = acts.iter().filter_map(|a| a.map(|(_, o)| o)).collect();
+                let act_name = fused_name(cx, &outs.iter().map(|o| o.node).collect::<Vec<_>>());
+                let y = p.add(act_name.clone(), Op::Elementwise(ElementwiseOp::Unary(u)), &[split_in]);
+                (y, outs, act_name)
+            }
+            None => (split_in, replaced, split_name),
         };
         let axis = if k == Kind::Conv { 1 } else { rank as i64 - 1 };
         let split = Op::Movement(MovementOp::Split {
