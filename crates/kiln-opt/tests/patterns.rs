@@ -802,6 +802,36 @@ fn horizontal_near_miss_conv_other_strides() {
     assert_eq!(ops(&after), ["Conv", "Conv"]);
 }
 
+fn conv_siblings_with(acts: [Option<UnaryOp>; 2]) -> Graph {
+    let mut b = B::new();
+    let x = b.input("x", &[1, 3, 6, 6]);
+    let mut outs = Vec::new();
+    for (m, act) in [(4, acts[0]), (2, acts[1])] {
+        let w = b.rand(&[m, 3, 1, 1], -0.3, 0.3);
+        let c = b.op("conv", Op::Nn(NnOp::Conv(Conv { window: Window::default(), group: 1 })), &[x, w]);
+        outs.push(match act {
+            Some(u) => b.un(u, c),
+            None => c,
+        });
+    }
+    b.n.mark_output(outs[1], "y1").unwrap();
+    b.out(outs[0])
+}
+
+#[test]
+fn horizontal_conv_siblings_with_the_same_activation() {
+    let after = run(&conv_siblings_with([Some(UnaryOp::Relu); 2]), horizontal::rewrites(), 69);
+    assert_eq!(ops(&after), ["Conv", "Relu", "Split"]);
+}
+
+#[test]
+fn horizontal_near_miss_siblings_with_different_epilogues() {
+    let after = run(&conv_siblings_with([Some(UnaryOp::Relu), None]), horizontal::rewrites(), 72);
+    assert_eq!(ops(&after), ["Conv", "Relu", "Conv"]);
+    let after = run(&conv_siblings_with([Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid)]), horizontal::rewrites(), 73);
+    assert_eq!(count(&after, "Split"), 0);
+}
+
 // ---------------------------------------------------------------------------------
 // The default pipeline on a whole BERT-style block.
 
@@ -875,44 +905,20 @@ fn bert_base_attention_gelu_and_qkv_after_folding() {
     for name in ["bert-base", "bert-base-dynamo"] {
         let m = support::models::torch_model(name);
         let g = prefold(&m.graph);
-        let (after, report) = optimize(&g, kiln_opt::pipeline::DEFAULT_LEVEL);
-        let err = assert_same_outputs(&m.graph, &after, &m.inputs, 1e-5);
-        eprintln!("{name} (folded): {} -> {} layers, rel_l2 {err:.1e}", report.nodes_before, report.layers_after);
-        for op in ["Attention", "Gelu", "Split"] {
+        // Level 2: the patterns are recognised.
+        let (after, _) = optimize(&g, 2);
+        assert_same_outputs(&m.graph, &after, &m.inputs, 1e-5);
+        for op in ["Attention", "Gelu"] {
             assert_eq!(count(&after, op), 12, "{name}: {op}");
         }
         for op in ["Softmax", "IsNaN", "Transpose", "Erf"] {
             assert_eq!(count(&after, op), 0, "{name}: {op}");
         }
+        // Level 3: Q, K and V projections in one MatMul per layer, split for Attention.
+        let (after, report) = optimize(&g, kiln_opt::pipeline::DEFAULT_LEVEL);
+        let err = assert_same_outputs(&m.graph, &after, &m.inputs, 1e-5);
+        eprintln!("{name} (folded): {} -> {} layers, rel_l2 {err:.1e}", report.nodes_before, report.layers_after);
+        assert_eq!(count(&after, "Split"), 12, "{name}");
+        assert_eq!(count(&after, "Attention"), 12, "{name}");
     }
-}
-
-fn conv_siblings_with(acts: [Option<UnaryOp>; 2]) -> Graph {
-    let mut b = B::new();
-    let x = b.input("x", &[1, 3, 6, 6]);
-    let mut outs = Vec::new();
-    for (m, act) in [(4, acts[0]), (2, acts[1])] {
-        let w = b.rand(&[m, 3, 1, 1], -0.3, 0.3);
-        let c = b.op("conv", Op::Nn(NnOp::Conv(Conv { window: Window::default(), group: 1 })), &[x, w]);
-        outs.push(match act {
-            Some(u) => b.un(u, c),
-            None => c,
-        });
-    }
-    b.n.mark_output(outs[1], "y1").unwrap();
-    b.out(outs[0])
-}
-
-#[test]
-fn horizontal_conv_siblings_with_the_same_activation() {
-    let after = run(&conv_siblings_with([Some(UnaryOp::Relu); 2]), horizontal::rewrites(), 69);
-    assert_eq!(ops(&after), ["Conv", "Relu", "Split"]);
-}
-
-#[test]
-fn horizontal_near_miss_siblings_with_different_epilogues() {
-    let after = run(&conv_siblings_with([Some(UnaryOp::Relu), None]), horizontal::rewrites(), 72);
-    assert_eq!(ops(&after), ["Conv", "Relu", "Conv"]);
-    let after = run(&conv_siblings_with([Some(UnaryOp::Relu), Some(UnaryOp::Sigmoid)]), horizontal::rewrites(), 73);
-    assert_eq!(count(&after, "Split"), 0);
 }
