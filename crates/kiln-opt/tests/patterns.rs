@@ -523,7 +523,7 @@ struct AttnCase {
     k_path: KPath,
     /// Scale on Q and K (d^-1/4 each) rather than Div on the scores.
     split_scale: bool,
-    /// 0: none; 1: float [B,1,1,S] input; 2: Where(bool [B,1,1,S], 0, -inf).
+    /// 0: none; 1: float [B,1,1,S] input; 2: Where(bool [B,1,1,S], 0, -inf); 3: float [B,1,1,1].
     mask: u8,
     guard: bool,
     softmax_axis: i64,
@@ -583,6 +583,11 @@ fn attention_graph(c: AttnCase) -> Graph {
     let masked = match c.mask {
         1 => {
             let m = b.input("mask", &[BATCH, 1, 1, SEQ]);
+            b.bin(Add, scores, m)
+        }
+        3 => {
+            // A mask broadcast over the keys: Attention would pad it with -inf.
+            let m = b.input("mask", &[BATCH, 1, 1, 1]);
             b.bin(Add, scores, m)
         }
         2 => {
@@ -663,6 +668,12 @@ fn attention_near_miss_softmax_not_over_the_last_axis() {
     let after = run(&attention_graph(AttnCase { softmax_axis: 2, ..BERT }), attention::rewrites(), 46);
     assert_eq!(count(&after, "Attention"), 0);
     assert_eq!(count(&after, "Softmax"), 1);
+}
+
+#[test]
+fn attention_near_miss_mask_broadcast_over_keys() {
+    let after = run(&attention_graph(AttnCase { mask: 3, ..BERT }), attention::rewrites(), 50);
+    assert_eq!(count(&after, "Attention"), 0);
 }
 
 #[test]

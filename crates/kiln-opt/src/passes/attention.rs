@@ -53,6 +53,11 @@ fn transpose_perm(cx: &Context, o: OutletId, rank: usize) -> Option<Vec<usize>> 
     (p.len() == rank).then_some(p)
 }
 
+/// Two dims that are provably the same (known or the same symbol).
+fn same(a: &Dim, b: &Dim) -> bool {
+    a == b && !matches!(a, Dim::Unknown)
+}
+
 fn dim_product(a: &Dim, b: &Dim) -> Option<Dim> {
     Some(Dim::Known(a.known()? * b.known()?))
 }
@@ -88,12 +93,12 @@ fn perm_chain(cx: &Context, o: OutletId) -> Option<(OutletId, [usize; 4], Vec<No
             && r1d.len() == 3
             && od.len() == 4
             && dim_product(&zd[0], &zd[1]).is_some_and(|ab| r1d[0] == ab)
-            && r1d[1] == zd[2]
-            && r1d[2] == zd[3]
-            && od[0] == zd[0]
-            && od[1] == zd[1]
-            && od[2] == zd[3]
-            && od[3] == zd[2]
+            && same(&r1d[1], &zd[2])
+            && same(&r1d[2], &zd[3])
+            && same(&od[0], &zd[0])
+            && same(&od[1], &zd[1])
+            && same(&od[2], &zd[3])
+            && same(&od[3], &zd[2])
         {
             nodes.extend([cur.node, t3.node, r1.node]);
             let q = [0, 1, 3, 2];
@@ -115,7 +120,7 @@ fn split_heads(cx: &Context, o: OutletId) -> Option<(OutletId, usize, usize)> {
     let (xd, od) = (dims(cx, x)?, dims(cx, o)?);
     let ([b, s, hid], [ob, os, h, d]) = (xd, od) else { return None };
     let (h, d) = (h.known()?, d.known()?);
-    (b == ob && s == os && hid.known()? == h * d && h > 0).then_some((x, h, d))
+    (same(b, ob) && same(s, os) && hid.known()? == h * d && h > 0).then_some((x, h, d))
 }
 
 /// Peels single-use multiplications/divisions by a scalar constant off `o`:
@@ -147,11 +152,11 @@ fn is_matmul(cx: &Context, o: OutletId) -> bool {
 /// other axes 1 or equal.
 fn mask_fits(mask: &[Dim], scores: &[Dim]) -> bool {
     let (Some(last), Some(sk)) = (mask.last(), scores.last()) else { return false };
-    if mask.len() > 4 || scores.len() != 4 || last != sk || matches!(last, Dim::Unknown) {
+    if mask.len() > 4 || scores.len() != 4 || !same(last, sk) {
         return false;
     }
     let pad = 4 - mask.len();
-    mask.iter().enumerate().all(|(i, m)| *m == Dim::Known(1) || (*m == scores[i + pad] && *m != Dim::Unknown))
+    mask.iter().enumerate().all(|(i, m)| *m == Dim::Known(1) || same(m, &scores[i + pad]))
 }
 
 /// `Where(c, 0, -inf)` with `c` bool of the same shape: Attention takes `c` itself as a
@@ -239,7 +244,8 @@ impl Rewrite for AttentionPattern {
             let (mm, s, n) = peel_scale(cx, mm);
             scale *= s;
             nodes.extend(n);
-            if !mask_fits(dims(cx, mask)?, &sd) || dims(cx, s0)? != dims(cx, mm)? {
+            let (ad, md) = (dims(cx, s0)?, dims(cx, mm)?);
+            if !mask_fits(dims(cx, mask)?, &sd) || ad.len() != md.len() || !ad.iter().zip(md).all(|(a, m)| same(a, m)) {
                 return None;
             }
             (mm, Some(bool_mask(cx, mask).unwrap_or(mask)))
@@ -269,8 +275,16 @@ impl Rewrite for AttentionPattern {
         }
         nodes.extend([q4.node, k4.node, v4.node]);
         // The output [B, Sq, h·dv] in Q's batch and sequence dims.
-        let (od, qd) = (dims(cx, out)?, dims(cx, q3)?);
-        if od.len() != 3 || od[0] != qd[0] || od[1] != qd[1] || od[2] != Dim::Known(hq * dv) {
+        // Q, K and V share the batch, K and V the sequence (no broadcast by the MatMuls).
+        let (od, qd, kd, vd) = (dims(cx, out)?, dims(cx, q3)?, dims(cx, k3)?, dims(cx, v3)?);
+        if od.len() != 3
+            || !same(&od[0], &qd[0])
+            || !same(&od[1], &qd[1])
+            || od[2] != Dim::Known(hq * dv)
+            || !same(&qd[0], &kd[0])
+            || !same(&kd[0], &vd[0])
+            || !same(&kd[1], &vd[1])
+        {
             return None;
         }
         let dtype = cx.fact(q3).dtype;

@@ -325,7 +325,7 @@ impl Rewrite for NormPattern {
         let mut p = Patch::new();
         let name = fused_name(cx, &nodes);
         let scale = p.constant(format!("{name}/scale"), float_tensor(dtype, norm_shape.clone(), vec![1.0; count])?);
-        let stash_type = DType::F32;
+        let stash_type = if dtype == DType::F64 { DType::F64 } else { DType::F32 };
         let y = if is_ln {
             let bias = p.constant(format!("{name}/bias"), float_tensor(dtype, norm_shape, vec![0.0; count])?);
             let op = Op::Reduce(ReduceOp::LayerNorm(reduce::LayerNorm {
@@ -520,7 +520,7 @@ impl Rewrite for GroupNormPattern {
         let op = Op::Reduce(ReduceOp::GroupNorm(reduce::GroupNorm {
             num_groups: g as i64,
             epsilon: inst.epsilon,
-            stash_type: DType::F32,
+            stash_type: if dtype == DType::F64 { DType::F64 } else { DType::F32 },
             affine: GroupAffine::PerChannel,
         }));
         let y = p.add(name, op, &[x.into(), s, b]);
