@@ -933,3 +933,18 @@ fn bert_base_attention_gelu_and_qkv_after_folding() {
         assert_eq!(count(&after, "Attention"), 12, "{name}");
     }
 }
+
+#[test]
+fn horizontal_near_miss_conv_other_kernel_size() {
+    // Same attributes, but 1×1 and 3×3 weights: the reduction (C·kh·kw) differs.
+    let mut b = B::new();
+    let x = b.input("x", &[1, 3, 6, 6]);
+    let w1 = b.rand(&[4, 3, 1, 1], -0.3, 0.3);
+    let w3 = b.rand(&[4, 3, 3, 3], -0.3, 0.3);
+    let conv = || Op::Nn(NnOp::Conv(Conv { window: Window::default(), group: 1 }));
+    let a = b.op("conv", conv(), &[x, w1]);
+    let c = b.op("conv", conv(), &[x, w3]);
+    b.n.mark_output(c, "y1").unwrap();
+    let after = run(&b.out(a), horizontal::rewrites(), 74);
+    assert_eq!(ops(&after), ["Conv", "Conv"]);
+}
