@@ -11,7 +11,7 @@ use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use kiln_ir::ops::nn::{Conv, Gemm, NnOp, Window};
 use kiln_ir::ops::reduce::{self, Reduce, ReduceKind, ReduceOp, Softmax, SoftmaxKind};
 use kiln_ir::ops::{AttentionOp, ElementwiseOp, MovementOp};
-use kiln_ir::{DType, Graph, NetworkDefinition, Op, OutletId, Shape, Tensor};
+use kiln_ir::{DType, Dim, Graph, NetworkDefinition, Op, OutletId, Shape, Tensor};
 use kiln_opt::passes::{attention, horizontal, norm};
 use kiln_opt::rewrite::{Rewrite, run_to_fixpoint};
 use kiln_opt::{Options, Report};
@@ -527,15 +527,34 @@ struct AttnCase {
     mask: u8,
     guard: bool,
     softmax_axis: i64,
+    /// Symbolic `batch` and `seq` (Reshape targets copy them with 0).
+    symbolic: bool,
 }
 
-const BERT: AttnCase =
-    AttnCase { heads: 2, k_heads: 2, k_path: KPath::Direct, split_scale: true, mask: 1, guard: true, softmax_axis: -1 };
+const BERT: AttnCase = AttnCase {
+    heads: 2,
+    k_heads: 2,
+    k_path: KPath::Direct,
+    split_scale: true,
+    mask: 1,
+    guard: true,
+    softmax_axis: -1,
+    symbolic: false,
+};
 
 /// A BERT-style self-attention block from one input x [B, S, H].
 fn attention_graph(c: AttnCase) -> Graph {
     let mut b = B::new();
-    let x = b.input("x", &[BATCH, SEQ, HIDDEN]);
+    let bs_shape = |rest: &[usize]| {
+        let mut d = if c.symbolic { vec![Dim::sym("batch"), Dim::sym("seq")] } else { vec![] };
+        d.extend(rest.iter().map(|&v| Dim::Known(v)));
+        Shape(d)
+    };
+    let x = if c.symbolic {
+        b.n.add_input("x", DType::F32, bs_shape(&[HIDDEN]))
+    } else {
+        b.input("x", &[BATCH, SEQ, HIDDEN])
+    };
     let (h, d) = (c.heads, HIDDEN / c.heads);
     let dk = HIDDEN / c.heads;
     let kh = c.k_heads;
@@ -549,7 +568,7 @@ fn attention_graph(c: AttnCase) -> Graph {
     let q = proj(&mut b, HIDDEN);
     let k = proj(&mut b, kh * dk);
     let v = proj(&mut b, HIDDEN);
-    let (bs, ss) = (BATCH as i64, SEQ as i64);
+    let (bs, ss) = if c.symbolic { (0, 0) } else { (BATCH as i64, SEQ as i64) };
     let q4 = b.reshape(q, &[bs, ss, -1, d as i64]);
     let k4 = b.reshape(k, &[bs, ss, -1, dk as i64]);
     let v4 = b.reshape(v, &[bs, ss, -1, d as i64]);
@@ -582,7 +601,12 @@ fn attention_graph(c: AttnCase) -> Graph {
     };
     let masked = match c.mask {
         1 => {
-            let m = b.input("mask", &[BATCH, 1, 1, SEQ]);
+            let m = if c.symbolic {
+                let sh = Shape(vec![Dim::sym("batch"), Dim::Known(1), Dim::Known(1), Dim::sym("seq")]);
+                b.n.add_input("mask", DType::F32, sh)
+            } else {
+                b.input("mask", &[BATCH, 1, 1, SEQ])
+            };
             b.bin(Add, scores, m)
         }
         3 => {
@@ -647,6 +671,13 @@ fn attention_variants() {
         assert_eq!(count(&after, "Attention"), 1, "case {i}");
         assert_eq!(count(&after, "Softmax") + count(&after, "Transpose") + count(&after, "Reshape"), 0, "case {i}");
     }
+}
+
+#[test]
+fn attention_with_symbolic_batch_and_sequence() {
+    let g = attention_graph(AttnCase { symbolic: true, ..BERT });
+    let after = run(&g, attention::rewrites(), 51);
+    assert_eq!(count(&after, "Attention"), 1);
 }
 
 #[test]
