@@ -114,6 +114,9 @@ impl Patch {
             }
         }
         for &(old, new) in &shunts {
+            refine(graph, old, new);
+        }
+        for &(old, new) in &shunts {
             for node in &mut graph.nodes[..base] {
                 for i in node.inputs.iter_mut().flatten() {
                     if *i == old {
@@ -156,6 +159,30 @@ fn output_outlet(graph: &mut Graph, new: OutletId, name: &str, k: usize) -> Resu
     }
     graph.nodes[new.node].outputs[new.slot].name = name.to_string();
     Ok(new)
+}
+
+/// `new` computes the value of `old`: where inference knew less of a new node's shape
+/// (e.g. symbolic dims the importer computed), it takes the dims `old` knew.
+fn refine(graph: &mut Graph, old: OutletId, new: OutletId) {
+    let Some(known) = graph.nodes.get(old.node).and_then(|n| n.outputs.get(old.slot)).map(|o| o.fact.shape.clone())
+    else {
+        return;
+    };
+    let Some(fact) = graph.nodes.get_mut(new.node).and_then(|n| n.outputs.get_mut(new.slot)).map(|o| &mut o.fact)
+    else {
+        return;
+    };
+    match (&mut fact.shape, known) {
+        (None, Some(k)) => fact.shape = Some(k),
+        (Some(s), Some(k)) if s.rank() == k.rank() => {
+            for (d, k) in s.0.iter_mut().zip(k.0) {
+                if *d == kiln_ir::Dim::Unknown {
+                    *d = k;
+                }
+            }
+        }
+        _ => {}
+    }
 }
 
 /// Whether `new` may stand for `old`: same dtype and no contradicting dim where both

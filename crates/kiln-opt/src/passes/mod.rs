@@ -14,6 +14,7 @@ pub mod norm;
 pub mod scale;
 pub mod symbolic;
 pub mod views;
+pub mod weights;
 
 use crate::rewrite::Rewrite;
 
