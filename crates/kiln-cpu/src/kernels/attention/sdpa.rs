@@ -236,8 +236,14 @@ impl<A: Acc> Bias<A> {
     }
 }
 
+/// Softmax of one row of scores. A fully masked row (every score -inf) gives zeros, not
+/// 0/0 = NaN: the ONNX Attention errata (opset 23) and PyTorch's `_safe_softmax` agree.
 fn softmax_row<A: Acc>(row: &mut [A]) {
     let max = row.iter().copied().fold(A::neg_infinity(), A::max);
+    if max == A::neg_infinity() && row.iter().all(|&r| r == A::neg_infinity()) {
+        row.iter_mut().for_each(|r| *r = A::zero());
+        return;
+    }
     let mut sum = A::zero();
     for r in row.iter_mut() {
         *r = (*r - max).exp();
