@@ -98,7 +98,7 @@ impl Builder {
                 let ops = [BinaryOp::Add, BinaryOp::Mul, BinaryOp::Div, BinaryOp::Sub];
                 self.binary(ops[s.k as usize / 3 % 4], x, c)
             }
-            3 => self.conv(x, C, if s.k % 2 == 0 { 3 } else { 1 }, s.k % 4 < 2),
+            3 => self.conv(x, C, if s.k.is_multiple_of(2) { 3 } else { 1 }, s.k % 4 < 2),
             4 => {
                 let scale = self.constant(&[C], 0.5, 1.5);
                 let bias = self.constant(&[C], -0.5, 0.5);
@@ -122,7 +122,7 @@ impl Builder {
                 let a = (3.0 / HW as f32).sqrt();
                 let w = self.constant(&[HW, HW], -a, a);
                 let m = self.op("matmul", Op::Nn(NnOp::MatMul), &[x, w]);
-                if s.k % 2 == 0 {
+                if s.k.is_multiple_of(2) {
                     let b = self.constant(&[HW], -0.1, 0.1);
                     self.binary(BinaryOp::Add, m, b)
                 } else {
@@ -130,7 +130,7 @@ impl Builder {
                 }
             }
             9 => {
-                let axis = if s.k % 2 == 0 { -1 } else { 1 };
+                let axis = if s.k.is_multiple_of(2) { -1 } else { 1 };
                 let op = Op::Reduce(ReduceOp::Softmax(Softmax { kind: SoftmaxKind::Softmax, axis, coerce_2d: false }));
                 self.op("softmax", op, &[x])
             }
