@@ -3,11 +3,11 @@
 
 mod support;
 
+use kiln_ir::ops::ElementwiseOp;
 use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use kiln_ir::ops::movement::MovementOp;
 use kiln_ir::ops::nn::{Conv, NnOp, Window};
 use kiln_ir::ops::reduce::{BatchNorm, ReduceOp, Softmax, SoftmaxKind};
-use kiln_ir::ops::ElementwiseOp;
 use kiln_ir::{DType, NetworkDefinition, Op, OutletId, Shape, Tensor};
 use proptest::prelude::*;
 use support::*;
@@ -25,7 +25,10 @@ struct Step {
 }
 
 fn steps() -> impl Strategy<Value = Vec<Step>> {
-    prop::collection::vec((0u8..14, 0usize..64, 0usize..64, 0u8..8).prop_map(|(kind, a, b, k)| Step { kind, a, b, k }), 1..14)
+    prop::collection::vec(
+        (0u8..14, 0usize..64, 0usize..64, 0u8..8).prop_map(|(kind, a, b, k)| Step { kind, a, b, k }),
+        1..14,
+    )
 }
 
 struct Builder {
