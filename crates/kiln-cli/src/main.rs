@@ -1,6 +1,7 @@
 //! `kiln`: build, run, inspect and check models.
 
 mod conformance;
+mod dot;
 mod inputs;
 mod inspect;
 mod npy;
@@ -25,6 +26,18 @@ enum Command {
     Inspect(inspect::Args),
     /// Run the ONNX backend node test cases and compare with their expected outputs.
     Conformance(conformance::Args),
+}
+
+/// The CPU backend as the optimiser's constant evaluator.
+fn cpu_eval(op: &kiln_ir::Op, inputs: &[Option<kiln_ir::Tensor>], n: usize) -> Result<Vec<kiln_ir::Tensor>, String> {
+    kiln_cpu::eval_op(op, inputs, n, &kiln_cpu::EvalContext::default()).map_err(|e| e.to_string())
+}
+
+/// `graph` optimised at `level` (0: only dead nodes dropped), with the CPU backend
+/// folding constants.
+pub fn optimize(graph: &kiln_ir::Graph, level: u8) -> Result<(kiln_ir::Graph, kiln_opt::Report), kiln_opt::OptError> {
+    let eval = cpu_eval;
+    kiln_opt::Optimizer::new(level).with_evaluator(&eval).optimize(graph)
 }
 
 fn main() -> ExitCode {

@@ -239,3 +239,226 @@ fn split_into_a_concat_keeps_the_concat() {
     assert!(ops(&after).contains(&"SliceView"));
     assert!(ops(&after).contains(&"Concat"));
 }
+
+// ---- channels-last layout ----
+
+fn nhwc() -> Options<'static> {
+    Options { layout: Layout::Nhwc, ..Options::default() }
+}
+
+/// Optimises at level 3 channels-last and checks equivalence; returns the graph.
+fn check_nhwc(graph: &kiln_ir::Graph, seed: u64) -> kiln_ir::Graph {
+    let eval = cpu_eval;
+    let options = Options { evaluator: Some(&eval), ..nhwc() };
+    let (after, report) = Optimizer::new(3).with_options(options).optimize(graph).expect("optimize");
+    assert!(report.refused.is_empty(), "refused patches: {:#?}", report.refused);
+    let inputs = random_inputs(graph, seed, 3, &|_| 3);
+    assert_same_outputs(graph, &after, &inputs, 1e-5);
+    after
+}
+
+fn transposes(g: &kiln_ir::Graph) -> usize {
+    ops(g).iter().filter(|&&o| o == "Transpose").count()
+}
+
+fn conv_op(pads: usize) -> Op {
+    Op::Nn(NnOp::Conv(Conv { window: Window { pads: Some(vec![pads; 4]), ..Window::default() }, group: 1 }))
+}
+
+/// A 3x3 convolution (pad 1) from `cin` to `cout` channels with random weights and bias.
+fn conv(n: &mut NetworkDefinition, rng: &mut Rng, name: &str, x: OutletId, cin: usize, cout: usize) -> OutletId {
+    let w = n.add_constant(&format!("{name}.w"), random(rng, &[cout, cin, 3, 3]));
+    let b = n.add_constant(&format!("{name}.b"), random(rng, &[cout]));
+    n.add(name, conv_op(1), &[x, w, b]).unwrap()
+}
+
+fn max_pool() -> Op {
+    Op::Nn(NnOp::Pool(Pool {
+        kind: PoolKind::Max { column_major_indices: false },
+        window: Window { kernel_shape: Some(vec![2, 2]), strides: Some(vec![2, 2]), ..Window::default() },
+        ceil_mode: false,
+    }))
+}
+
+/// x → conv → relu → conv → maxpool.
+fn conv_chain() -> kiln_ir::Graph {
+    let mut rng = Rng(30);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 3, 8, 8]));
+    let c1 = conv(&mut n, &mut rng, "conv1", x, 3, 4);
+    let r = n.add("relu1", un(UnaryOp::Relu), &[c1]).unwrap();
+    let c2 = conv(&mut n, &mut rng, "conv2", r, 4, 5);
+    let p = n.add("pool", max_pool(), &[c2]).unwrap();
+    n.mark_output(p, "y").unwrap();
+    n.build()
+}
+
+#[test]
+fn conv_chain_goes_channels_last_with_two_transposes() {
+    let g = conv_chain();
+    let after = check_nhwc(&g, 31);
+    assert_eq!(ops(&after), ["Transpose", "ConvNhwc", "Relu", "ConvNhwc", "MaxPoolNhwc", "Transpose"]);
+    assert_eq!(transposes(&after), 2);
+    assert_eq!(after.outlet_name(after.outputs[0]), "y");
+}
+
+#[test]
+fn nchw_layout_leaves_convs_alone() {
+    let g = conv_chain();
+    let (after, _) = check_pass(&g, 3, 32);
+    assert_eq!(ops(&after), ["Conv", "Relu", "Conv", "MaxPool"]);
+}
+
+#[test]
+fn residual_block_with_channel_constants_and_global_pool() {
+    let mut rng = Rng(33);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[2, 4, 6, 6]));
+    let c1 = conv(&mut n, &mut rng, "conv1", x, 4, 4);
+    let scale = n.add_constant("scale", random(&mut rng, &[4, 1, 1]));
+    let s = n.add("scale", bin(BinaryOp::Mul), &[c1, scale]).unwrap();
+    let half = n.add_constant("half", Tensor::from_vec(vec![], vec![0.5f32]).unwrap());
+    let h = n.add("half", bin(BinaryOp::Mul), &[s, half]).unwrap();
+    let r1 = n.add("relu1", un(UnaryOp::Relu), &[h]).unwrap();
+    let c2 = conv(&mut n, &mut rng, "conv2", r1, 4, 4);
+    let add = n.add("add", bin(BinaryOp::Add), &[c2, x]).unwrap();
+    let r2 = n.add("relu2", un(UnaryOp::Relu), &[add]).unwrap();
+    let gp = n.add("gap", Op::Nn(NnOp::GlobalPool(PoolKind::Average { count_include_pad: false })), &[r2]).unwrap();
+    let f = n.add("flatten", Op::Movement(MovementOp::Flatten { axis: 1 }), &[gp]).unwrap();
+    n.mark_output(f, "y").unwrap();
+    let g = n.build();
+    let after = check_nhwc(&g, 34);
+    // x enters once (read by conv1 and the residual add), the pooled value leaves once.
+    assert_eq!(transposes(&after), 2, "{:?}", ops(&after));
+    assert!(ops(&after).contains(&"GlobalAveragePoolNhwc"));
+    assert_eq!(ops(&after).last(), Some(&"Flatten"));
+}
+
+#[test]
+fn channel_concat_moves_to_axis_three() {
+    let mut rng = Rng(35);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 3, 5, 5]));
+    let a = conv(&mut n, &mut rng, "a", x, 3, 2);
+    let b = conv(&mut n, &mut rng, "b", x, 3, 4);
+    let c = n.add("cat", concat(1), &[a, b]).unwrap();
+    let d = conv(&mut n, &mut rng, "d", c, 6, 3);
+    n.mark_output(d, "y").unwrap();
+    let g = n.build();
+    let after = check_nhwc(&g, 36);
+    assert_eq!(transposes(&after), 2, "{:?}", ops(&after));
+    let cat = after.nodes.iter().find(|n| n.name == "cat").unwrap();
+    assert!(matches!(cat.op, Op::Movement(MovementOp::Concat { axis: 3 })), "{:?}", cat.op);
+}
+
+#[test]
+fn fused_conv_with_a_residual_is_channels_last() {
+    use kiln_ir::ops::{Expr, ExprNode, FusedLayer, FusedOp};
+    let mut rng = Rng(37);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 3, 6, 6]));
+    let c1 = conv(&mut n, &mut rng, "conv1", x, 3, 4);
+    let w = n.add_constant("conv2.w", random(&mut rng, &[4, 4, 3, 3]));
+    let b = n.add_constant("conv2.b", random(&mut rng, &[4]));
+    let mut e = Expr::default();
+    let (acc, res) = (e.push(ExprNode::Input(0)), e.push(ExprNode::Input(1)));
+    let sum = e.push(ExprNode::Binary(BinaryOp::Add, acc, res));
+    e.push(ExprNode::Unary(UnaryOp::Relu, sum));
+    let layer = FusedLayer { core: Box::new(conv_op(1)), core_inputs: 3, epilogue: e };
+    let f = n.add("conv2 + add + relu", Op::Fused(FusedOp::Layer(layer)), &[c1, w, b, c1]).unwrap();
+    n.mark_output(f, "y").unwrap();
+    let g = n.build();
+    let after = check_nhwc(&g, 38);
+    assert_eq!(ops(&after), ["Transpose", "ConvNhwc", "FusedConvNhwc", "Transpose"]);
+}
+
+#[test]
+fn region_values_read_outside_leave_through_one_transpose_each() {
+    let mut rng = Rng(39);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 2, 4, 4]));
+    let c1 = conv(&mut n, &mut rng, "conv1", x, 2, 2);
+    let r = n.add("relu", un(UnaryOp::Relu), &[c1]).unwrap();
+    let shape = n.add_constant("shape", i64s(&[1, -1]));
+    let flat = n.add("reshape", Op::Movement(MovementOp::Reshape { allowzero: false }), &[r, shape]).unwrap();
+    let sm = n.add("softmax_like", un(UnaryOp::Exp), &[flat]).unwrap();
+    let c2 = conv(&mut n, &mut rng, "conv2", r, 2, 2);
+    n.mark_output(sm, "a").unwrap();
+    n.mark_output(c2, "b").unwrap();
+    n.mark_output(r, "r").unwrap();
+    let g = n.build();
+    let after = check_nhwc(&g, 40);
+    // In: x; out: relu (for the reshape and the output r), conv2.
+    assert_eq!(transposes(&after), 3, "{:?}", ops(&after));
+}
+
+#[test]
+fn one_dimensional_convs_and_broadcast_ranks_are_not_channels_last() {
+    let mut rng = Rng(41);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 2, 9]));
+    let w = n.add_constant("w", random(&mut rng, &[3, 2, 3]));
+    let c = n.add("conv", Op::Nn(NnOp::Conv(Conv { window: Window::default(), group: 1 })), &[x, w]).unwrap();
+    n.mark_output(c, "y").unwrap();
+    let after = check_nhwc(&n.build(), 42);
+    assert_eq!(ops(&after), ["Conv"]);
+    // A rank-2 activation added to the conv output stops the region at the Add.
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 2, 4, 4]));
+    let y = n.add_input("y", DType::F32, Shape::known(&[4, 4]));
+    let c = conv(&mut n, &mut rng, "conv", x, 2, 2);
+    let a = n.add("add", bin(BinaryOp::Add), &[c, y]).unwrap();
+    n.mark_output(a, "out").unwrap();
+    let after = check_nhwc(&n.build(), 43);
+    assert_eq!(ops(&after), ["Transpose", "ConvNhwc", "Transpose", "Add"]);
+}
+
+// ---- real models channels-last ----
+
+/// Level 3 channels-last on a real model: same outputs, and the transposes it took.
+fn real_nhwc(model: support::models::RealModel) -> (kiln_ir::Graph, usize) {
+    let eval = cpu_eval;
+    let options = Options { evaluator: Some(&eval), ..nhwc() };
+    let (after, report) = Optimizer::new(3).with_options(options).optimize(&model.graph).expect("optimize");
+    assert!(report.refused.is_empty(), "refused patches: {:#?}", report.refused);
+    let err = assert_same_outputs(&model.graph, &after, &model.inputs, 1e-5);
+    let t = transposes(&after);
+    let before = model.graph.nodes.iter().filter(|n| n.op.name() == "Transpose").count();
+    let nhwc = after.nodes.iter().filter(|n| n.op.name().ends_with("Nhwc")).count();
+    eprintln!(
+        "{} NHWC: {} -> {} layers, {nhwc} channels-last layers, transposes {before} -> {t}, rel_l2 {err:.1e}",
+        model.name, report.nodes_before, report.layers_after
+    );
+    (after, t - before)
+}
+
+#[test]
+fn resnet50_channels_last_has_two_transposes() {
+    let (after, added) = real_nhwc(support::models::torch_model("resnet50"));
+    assert_eq!(added, 2);
+    assert_eq!(after.nodes.iter().filter(|n| n.op.name() == "Conv").count(), 0);
+}
+
+#[test]
+fn mobilenetv2_channels_last_has_two_transposes() {
+    let (_, added) = real_nhwc(support::models::torch_model("mobilenetv2"));
+    assert_eq!(added, 2);
+}
+
+#[test]
+fn pip_models_channels_last() {
+    for name in ["nudenet-320n", "ppocr-det", "ppocr-rec"] {
+        if let Some(m) = support::models::pip_model(name) {
+            real_nhwc(m);
+        }
+    }
+}
+
+#[test]
+fn real_models_memory_passes() {
+    for m in [support::models::torch_model("resnet50"), support::models::torch_model("bert-base")] {
+        let (after, report) = optimize(&m.graph, 3);
+        assert_same_outputs(&m.graph, &after, &m.inputs, 1e-5);
+        eprintln!("{}: memory rewrites {:?}", m.name, report.by_pass());
+    }
+}
