@@ -462,3 +462,72 @@ fn real_models_memory_passes() {
         eprintln!("{}: memory rewrites {:?}", m.name, report.by_pass());
     }
 }
+
+#[test]
+fn channel_split_and_views_join_the_region() {
+    let mut rng = Rng(44);
+    for batch in [1, 2] {
+        let mut n = NetworkDefinition::new("g");
+        let x = n.add_input("x", DType::F32, Shape::known(&[batch, 2, 5, 5]));
+        let c = conv(&mut n, &mut rng, "conv", x, 2, 4);
+        let op = Op::Movement(MovementOp::Split { axis: 1, split: None, num_outputs: None });
+        let parts = n.add_layer("split", op, &[c], 2).unwrap();
+        let a = conv(&mut n, &mut rng, "a", parts[0], 2, 2);
+        let r = n.add("relu", un(UnaryOp::Relu), &[parts[1]]).unwrap();
+        let cat = n.add("cat", concat(1), &[a, r]).unwrap();
+        n.mark_output(cat, "y").unwrap();
+        let after = check_nhwc(&n.build(), 45);
+        assert_eq!(transposes(&after), 2, "batch {batch}: {:?}", ops(&after));
+        assert!(ops(&after).contains(&"Split"), "{:?}", ops(&after));
+    }
+    // A channel Slice becomes a view before the region reaches it, then a Slice of axis 3.
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 4, 5, 5]));
+    let e = n.add("exp", un(UnaryOp::Exp), &[x]).unwrap();
+    let attrs = SliceAttrs { starts: vec![1], ends: vec![3], axes: Some(vec![1]) };
+    let s = n.add("slice", Op::Movement(MovementOp::Slice { attrs: Some(attrs) }), &[e]).unwrap();
+    let c = conv(&mut n, &mut rng, "conv", s, 2, 3);
+    n.mark_output(c, "y").unwrap();
+    let after = check_nhwc(&n.build(), 46);
+    assert_eq!(ops(&after), ["Transpose", "Exp", "Slice", "ConvNhwc", "Transpose"]);
+}
+
+#[test]
+fn an_in_place_concat_in_a_region_becomes_a_channel_concat() {
+    let mut rng = Rng(47);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[1, 2, 4, 4]));
+    let y = n.add_input("y", DType::F32, Shape::known(&[1, 3, 4, 4]));
+    let a = n.add("exp", un(UnaryOp::Exp), &[x]).unwrap();
+    let b = n.add("tanh", un(UnaryOp::Tanh), &[y]).unwrap();
+    let c = n.add("cat", concat(1), &[a, b]).unwrap();
+    let d = conv(&mut n, &mut rng, "conv", c, 5, 2);
+    n.mark_output(d, "out").unwrap();
+    let g = n.build();
+    assert!(ops(&check_pass(&g, 3, 48).0).contains(&"ConcatInPlace"));
+    let after = check_nhwc(&g, 49);
+    assert_eq!(ops(&after).iter().filter(|&&o| o == "Concat").count(), 1, "{:?}", ops(&after));
+    assert_eq!(transposes(&after), 3);
+}
+
+#[test]
+#[ignore]
+fn debug_transposes() {
+    for name in ["nudenet-320n", "ppocr-det", "ppocr-rec"] {
+        let Some(m) = support::models::pip_model(name) else { continue };
+        let (after, _) = real_nhwc(m);
+        for (id, n) in after.nodes.iter().enumerate() {
+            if n.op.name() != "Transpose" {
+                continue;
+            }
+            let from = n.inputs[0].map(|o| after.nodes[o.node].op.name()).unwrap_or("-");
+            let to: Vec<&str> = after
+                .nodes
+                .iter()
+                .filter(|c| c.inputs.iter().flatten().any(|o| o.node == id))
+                .map(|c| c.op.name())
+                .collect();
+            eprintln!("{name}: {from} -> T({}) -> {to:?}", n.name);
+        }
+    }
+}

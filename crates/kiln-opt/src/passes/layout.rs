@@ -11,7 +11,8 @@
 use std::collections::HashMap;
 
 use kiln_ir::ops::fused::{TO_NCHW, TO_NHWC};
-use kiln_ir::ops::{ElementwiseOp, FusedOp, MovementOp, NnOp, normalize_axis};
+use kiln_ir::ops::movement::SliceAttrs;
+use kiln_ir::ops::{ElementwiseOp, FusedOp, MovementOp, NnOp, ReduceOp, VisionOp, normalize_axis};
 use kiln_ir::{NodeId, Op, OutletId, Tensor};
 
 use crate::context::{Context, Layout};
@@ -74,7 +75,11 @@ fn operand_roles(cx: &Context, id: NodeId) -> Option<Vec<Role>> {
 /// How `id` computes channels-last, if it can.
 fn kind(cx: &Context, id: NodeId) -> Option<Kind> {
     let node = cx.node(id);
-    if node.outputs.len() != 1 || !rank4(cx, OutletId::new(id, 0)) {
+    let splits = matches!(node.op, Op::Movement(MovementOp::Split { .. }) | Op::Fused(FusedOp::SliceView { .. }));
+    if node.outputs.is_empty() || (node.outputs.len() > 1 && !splits) {
+        return None;
+    }
+    if !(0..node.outputs.len()).all(|s| rank4(cx, OutletId::new(id, s))) {
         return None;
     }
     let x = cx.input(id, 0)?;
@@ -87,8 +92,20 @@ fn kind(cx: &Context, id: NodeId) -> Option<Kind> {
         r
     };
     match &node.op {
-        Op::Nn(NnOp::Conv(_) | NnOp::Pool(_) | NnOp::GlobalPool(_)) if activation => {
+        Op::Nn(NnOp::Conv(_) | NnOp::ConvTranspose(_) | NnOp::Pool(_) | NnOp::GlobalPool(_))
+        | Op::Vision(VisionOp::Resize(_))
+        | Op::Reduce(ReduceOp::BatchNorm(_))
+            if activation =>
+        {
             Some(Kind::Wrap(first(node.inputs.len())))
+        }
+        Op::Movement(MovementOp::Split { axis, .. })
+            if activation && normalize_axis(*axis, 4, "Split").ok() == Some(1) =>
+        {
+            Some(Kind::Carry(first(node.inputs.len())))
+        }
+        Op::Fused(FusedOp::SliceView { axis: 1, windows }) if activation && channel_windows(windows).is_some() => {
+            Some(Kind::Carry(first(node.inputs.len())))
         }
         Op::Fused(FusedOp::Layer(l)) if activation && matches!(*l.core, Op::Nn(NnOp::Conv(_))) => {
             let mut roles = first(node.inputs.len());
@@ -115,6 +132,30 @@ fn kind(cx: &Context, id: NodeId) -> Option<Kind> {
         // Channels-last, the channel slices are no longer contiguous: a plain Concat.
         Op::Fused(FusedOp::ConcatInPlace { axis: 1 }) => concat_kind(cx, id),
         _ => None,
+    }
+}
+
+/// The op computing a channel SliceView channels-last: one window is a Slice of axis 3,
+/// windows that tile the channels from 0 are a Split of axis 3.
+fn channel_windows(windows: &[(usize, usize)]) -> Option<Op> {
+    match windows {
+        [(start, len)] => {
+            let (s, e) = (i64::try_from(*start).ok()?, i64::try_from(start + len).ok()?);
+            let attrs = SliceAttrs { starts: vec![s], ends: vec![e], axes: Some(vec![3]) };
+            Some(Op::Movement(MovementOp::Slice { attrs: Some(attrs) }))
+        }
+        _ => {
+            let mut at = 0;
+            let mut split = Vec::with_capacity(windows.len());
+            for &(start, len) in windows {
+                if start != at {
+                    return None;
+                }
+                at += len;
+                split.push(i64::try_from(len).ok()?);
+            }
+            Some(Op::Movement(MovementOp::Split { axis: 3, split: Some(split), num_outputs: None }))
+        }
     }
 }
 
@@ -168,7 +209,8 @@ fn region(cx: &Context, seed: NodeId, seed_kind: Kind) -> HashMap<NodeId, Kind> 
         ids.sort_unstable();
         for m in ids {
             // Downstream: readers of the member's output that read it channels-last.
-            for &(c, pos) in cx.consumers(OutletId::new(m, 0)) {
+            let slots = cx.node(m).outputs.len();
+            for &(c, pos) in (0..slots).flat_map(|s| cx.consumers(OutletId::new(m, s))) {
                 if members.contains_key(&c) || added.iter().any(|(a, _)| *a == c) || !cx.is_live(c) {
                     continue;
                 }
@@ -183,14 +225,18 @@ fn region(cx: &Context, seed: NodeId, seed_kind: Kind) -> HashMap<NodeId, Kind> 
             let Some(mk) = members.get(&m) else { continue };
             for (pos, role) in mk.roles().iter().enumerate() {
                 let Some(o) = cx.input(m, pos) else { continue };
-                if *role != Role::Nhwc || o.slot != 0 || members.contains_key(&o.node) {
+                if *role != Role::Nhwc || members.contains_key(&o.node) {
                     continue;
                 }
                 if added.iter().any(|(a, _)| *a == o.node) {
                     continue;
                 }
                 let Some(k) = kind(cx, o.node) else { continue };
-                let inside = !cx.is_output(o) && cx.consumers(o).iter().all(|&(c, p)| reads_nhwc(&members, c, p));
+                let outs = (0..cx.node(o.node).outputs.len()).map(|s| OutletId::new(o.node, s));
+                let inside = outs.into_iter().all(|o| {
+                    !cx.is_output(o)
+                        && cx.consumers(o).iter().all(|&(c, p)| !cx.is_live(c) || reads_nhwc(&members, c, p))
+                });
                 if matches!(k, Kind::Wrap(_)) || inside {
                     added.push((o.node, k));
                 }
@@ -232,9 +278,17 @@ impl Rewrite for ChannelsLastRegion {
             || Op::Movement(MovementOp::Transpose { perm: Some(TO_NCHW.iter().map(|&p| p as i64).collect()) });
 
         let mut p = Patch::new();
-        let mut new_out: HashMap<NodeId, Wire> = HashMap::new();
+        let mut new_out: HashMap<OutletId, Wire> = HashMap::new();
         let mut entries: HashMap<OutletId, Wire> = HashMap::new();
         let mut exits: HashMap<OutletId, Wire> = HashMap::new();
+        let exit = |p: &mut Patch, exits: &mut HashMap<OutletId, Wire>, new: Wire, o: OutletId| match exits.get(&o) {
+            Some(w) => *w,
+            None => {
+                let w = p.add(format!("{}/to_nchw", cx.graph.outlet_name(o)), to_nchw(), &[new]);
+                exits.insert(o, w);
+                w
+            }
+        };
         for &m in &order {
             let node = cx.node(m);
             let k = members.get(&m)?;
@@ -244,9 +298,9 @@ impl Rewrite for ChannelsLastRegion {
                     inputs.push(None);
                     continue;
                 };
-                let w = match k.role(i) {
-                    Role::Nhwc if members.contains_key(&o.node) => *new_out.get(&o.node)?,
-                    Role::Nhwc => match entries.get(&o) {
+                let w = match (k.role(i), new_out.get(&o)) {
+                    (Role::Nhwc, Some(w)) => *w,
+                    (Role::Nhwc, None) => match entries.get(&o) {
                         Some(w) => *w,
                         None => {
                             let name = format!("{}/to_nhwc", cx.graph.outlet_name(o));
@@ -255,19 +309,12 @@ impl Rewrite for ChannelsLastRegion {
                             w
                         }
                     },
-                    Role::Permute => {
+                    (Role::Permute, _) => {
                         let t = permute_tensor(cx.value(o)?, &TO_NHWC)?;
                         p.constant(format!("{}/nhwc", cx.graph.outlet_name(o)), t)
                     }
-                    Role::Keep if members.contains_key(&o.node) => match exits.get(&o) {
-                        Some(w) => *w,
-                        None => {
-                            let w = p.add(format!("{}/to_nchw", node.name), to_nchw(), &[*new_out.get(&o.node)?]);
-                            exits.insert(o, w);
-                            w
-                        }
-                    },
-                    Role::Keep => Wire::Graph(o),
+                    (Role::Keep, Some(w)) => exit(&mut p, &mut exits, *w, o),
+                    (Role::Keep, None) => Wire::Graph(o),
                 };
                 inputs.push(Some(w));
             }
@@ -276,26 +323,35 @@ impl Rewrite for ChannelsLastRegion {
                     let nhwc = (0..roles.len()).filter(|&i| roles[i] == Role::Nhwc).collect();
                     Op::Fused(FusedOp::ChannelsLast { op: Box::new(op.clone()), nhwc })
                 }
-                (Kind::Carry(_), Op::Movement(MovementOp::Concat { .. })) => {
-                    Op::Movement(MovementOp::Concat { axis: 3 })
+                (
+                    Kind::Carry(_),
+                    Op::Movement(MovementOp::Concat { .. }) | Op::Fused(FusedOp::ConcatInPlace { .. }),
+                ) => Op::Movement(MovementOp::Concat { axis: 3 }),
+                (Kind::Carry(_), Op::Movement(MovementOp::Split { split, .. })) => {
+                    Op::Movement(MovementOp::Split { axis: 3, split: split.clone(), num_outputs: None })
                 }
+                (Kind::Carry(_), Op::Fused(FusedOp::SliceView { windows, .. })) => channel_windows(windows)?,
                 (Kind::Carry(_), op) => op.clone(),
             };
-            let w = *p.add_multi(node.name.clone(), op, inputs, 1).first()?;
-            new_out.insert(m, w);
+            let n = node.outputs.len();
+            for (slot, w) in p.add_multi(node.name.clone(), op, inputs, n).into_iter().enumerate() {
+                new_out.insert(OutletId::new(m, slot), w);
+            }
         }
         for &m in &order {
-            let o = OutletId::new(m, 0);
-            let outside = cx.is_output(o)
-                || cx.consumers(o).iter().any(|&(c, pos)| members.get(&c).is_none_or(|k| k.role(pos) != Role::Nhwc));
-            if !outside {
-                continue;
+            for slot in 0..cx.node(m).outputs.len() {
+                let o = OutletId::new(m, slot);
+                let outside = cx.is_output(o)
+                    || cx
+                        .consumers(o)
+                        .iter()
+                        .filter(|&&(c, _)| cx.is_live(c))
+                        .any(|&(c, pos)| members.get(&c).is_none_or(|k| k.role(pos) != Role::Nhwc));
+                if outside {
+                    let w = exit(&mut p, &mut exits, *new_out.get(&o)?, o);
+                    p.shunt(o, w);
+                }
             }
-            let w = match exits.get(&o) {
-                Some(w) => *w,
-                None => p.add(format!("{}/to_nchw", cx.node(m).name), to_nchw(), &[*new_out.get(&m)?]),
-            };
-            p.shunt(o, w);
         }
         Some(p)
     }
