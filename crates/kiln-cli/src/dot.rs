@@ -6,7 +6,7 @@ use std::fmt::Write;
 use kiln_ir::{Graph, Op};
 
 fn quote(s: &str) -> String {
-    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\""))
+    format!("\"{}\"", s.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n"))
 }
 
 /// The graph in the DOT language.
@@ -17,12 +17,12 @@ pub fn to_dot(graph: &Graph) -> String {
         match &node.op {
             Op::Constant(_) => continue,
             Op::Input => {
-                let o = node.outputs.first().map(|o| format!("{}\\n{}", o.name, o.fact)).unwrap_or_default();
+                let o = node.outputs.first().map(|o| format!("{}\n{}", o.name, o.fact)).unwrap_or_default();
                 let _ =
                     writeln!(s, "  n{id} [shape=ellipse, style=filled, fillcolor=\"#dde8f5\", label={}];", quote(&o));
             }
             op => {
-                let label = format!("{}\\n{}", crate::inspect::describe_op(op), node.name);
+                let label = format!("{}\n{}", crate::inspect::describe_op(op), node.name);
                 let _ = writeln!(s, "  n{id} [shape=box, style=rounded, label={}];", quote(&label));
             }
         }
@@ -35,8 +35,7 @@ pub fn to_dot(graph: &Graph) -> String {
         }
     }
     for (k, o) in graph.outputs.iter().enumerate() {
-        let label =
-            format!("{}\\n{}", graph.outlet_name(*o), graph.fact(*o).map(|f| f.to_string()).unwrap_or_default());
+        let label = format!("{}\n{}", graph.outlet_name(*o), graph.fact(*o).map(|f| f.to_string()).unwrap_or_default());
         let _ = writeln!(s, "  out{k} [shape=ellipse, style=filled, fillcolor=\"#e5f5dd\", label={}];", quote(&label));
         let _ = writeln!(s, "  n{} -> out{k};", o.node);
     }

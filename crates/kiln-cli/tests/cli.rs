@@ -179,6 +179,7 @@ fn inspect_writes_a_dot_picture() {
     assert!(ok, "{err}");
     let text = std::fs::read_to_string(&original).unwrap();
     assert!(text.starts_with("digraph") && text.contains("id1") && text.contains("relu1"), "{text}");
+    assert!(text.contains("Relu\\nrelu1") && !text.contains("\\\\n"), "labels break lines with \\n: {text}");
     let optimized = dir.join("optimized.dot");
     let (ok, _, err) = kiln(&["inspect", m, "--optimized", "--dot", optimized.to_str().unwrap()]);
     assert!(ok, "{err}");
