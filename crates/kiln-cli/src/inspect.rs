@@ -24,6 +24,9 @@ pub struct Args {
     /// Write a Graphviz (DOT) picture of the graph shown (the original without --optimized).
     #[arg(long)]
     dot: Option<PathBuf>,
+    /// Layout of convolution regions (with the optimiser on).
+    #[arg(long, value_enum, default_value_t = crate::LayoutArg::Nchw)]
+    layout: crate::LayoutArg,
     /// With --optimized: also print every rewrite applied (and any refused).
     #[arg(long, short)]
     verbose: bool,
@@ -151,7 +154,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 
 /// `--optimized`: the optimised graph's layers, the counts, and (verbose) the rewrites.
 fn optimized(args: &Args, graph: &Graph) -> anyhow::Result<()> {
-    let (g, report) = crate::optimize(graph, args.opt_level)
+    let (g, report) = crate::optimize(graph, args.opt_level, args.layout)
         .with_context(|| format!("optimising {} at level {}", args.model.display(), args.opt_level))?;
     if let Some(p) = &args.dot {
         write_dot(p, &g)?;
@@ -161,6 +164,7 @@ fn optimized(args: &Args, graph: &Graph) -> anyhow::Result<()> {
         let out = json!({
             "model": args.model.display().to_string(),
             "opt_level": args.opt_level,
+            "layout": format!("{:?}", args.layout).to_lowercase(),
             "nodes_before": report.nodes_before,
             "layers_after": report.layers_after,
             "layers": layers.iter().enumerate().map(|(i, l)| json!({

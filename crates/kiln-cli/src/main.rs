@@ -33,11 +33,30 @@ fn cpu_eval(op: &kiln_ir::Op, inputs: &[Option<kiln_ir::Tensor>], n: usize) -> R
     kiln_cpu::eval_op(op, inputs, n, &kiln_cpu::EvalContext::default()).map_err(|e| e.to_string())
 }
 
+/// Activation layout of convolution regions (`--layout`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum LayoutArg {
+    /// The model's own layout.
+    #[default]
+    Nchw,
+    /// Channels last.
+    Nhwc,
+}
+
 /// `graph` optimised at `level` (0: only dead nodes dropped), with the CPU backend
 /// folding constants.
-pub fn optimize(graph: &kiln_ir::Graph, level: u8) -> Result<(kiln_ir::Graph, kiln_opt::Report), kiln_opt::OptError> {
+pub fn optimize(
+    graph: &kiln_ir::Graph,
+    level: u8,
+    layout: LayoutArg,
+) -> Result<(kiln_ir::Graph, kiln_opt::Report), kiln_opt::OptError> {
     let eval = cpu_eval;
-    kiln_opt::Optimizer::new(level).with_evaluator(&eval).optimize(graph)
+    let layout = match layout {
+        LayoutArg::Nchw => kiln_opt::Layout::Nchw,
+        LayoutArg::Nhwc => kiln_opt::Layout::Nhwc,
+    };
+    let options = kiln_opt::Options { evaluator: Some(&eval), layout, ..kiln_opt::Options::default() };
+    kiln_opt::Optimizer::new(level).with_options(options).optimize(graph)
 }
 
 fn main() -> ExitCode {

@@ -35,6 +35,9 @@ pub struct Args {
     /// Optimisation level (0: run the graph as imported).
     #[arg(long, default_value_t = kiln_opt::pipeline::DEFAULT_LEVEL)]
     opt_level: u8,
+    /// Layout of convolution regions (with the optimiser on).
+    #[arg(long, value_enum, default_value_t = crate::LayoutArg::Nchw)]
+    layout: crate::LayoutArg,
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
@@ -52,7 +55,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let (graph, layers) = if args.opt_level == 0 {
         (&model.graph, kiln_opt::layer_count(&model.graph))
     } else {
-        let (g, report) = crate::optimize(&model.graph, args.opt_level)
+        let (g, report) = crate::optimize(&model.graph, args.opt_level, args.layout)
             .with_context(|| format!("optimising {} at level {}", args.model.display(), args.opt_level))?;
         optimized = g;
         (&optimized, report.layers_after)

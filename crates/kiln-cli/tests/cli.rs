@@ -167,6 +167,11 @@ fn inspect_optimized_shows_layers_counts_and_rewrites() {
     let v: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(v["layers_after"], 3);
     assert_eq!(v["rewrites"].as_array().unwrap().len(), 0);
+    let (ok, out, err) = kiln(&["inspect", m, "--optimized", "--layout", "nhwc", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layout"], "nhwc");
+    assert_eq!(v["layers_after"], 1);
 }
 
 #[test]
