@@ -207,6 +207,10 @@ impl OpFamily for FusedOp {
             FusedOp::ChannelsLast { op, .. } => match op.name() {
                 "Conv" => "ConvNhwc",
                 "FusedConv" => "FusedConvNhwc",
+                "ConvTranspose" => "ConvTransposeNhwc",
+                "FusedConvTranspose" => "FusedConvTransposeNhwc",
+                "Resize" => "ResizeNhwc",
+                "BatchNormalization" => "BatchNormalizationNhwc",
                 "MaxPool" => "MaxPoolNhwc",
                 "AveragePool" => "AveragePoolNhwc",
                 "LpPool" => "LpPoolNhwc",

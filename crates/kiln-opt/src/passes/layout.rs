@@ -1,9 +1,12 @@
 //! Channels-last regions (`Options::layout == Layout::Nhwc`; the default NCHW layout
 //! leaves the graph alone). Starting from a 2-D convolution, a region grows through
-//! the ops next to it that can compute channels-last: convolutions (also fused ones)
-//! and pools, wrapped in `ChannelsLast`, and layout-agnostic ops carried as they are
-//! (unary elementwise ops, elementwise ops over rank-4 values and constants, whose
-//! constants are permuted, and channel Concats, whose axis becomes 3). The whole region
+//! the ops next to it that can compute channels-last: convolutions (also fused ones,
+//! and transposed ones), pools, Resize and BatchNorm, wrapped in `ChannelsLast`, and
+//! layout-agnostic ops carried as they are (unary elementwise ops; elementwise ops over
+//! rank-4 values and constants, whose constants are permuted; channel Concats and
+//! Splits, whose axis becomes 3; channel SliceViews, which become a Slice or Split of
+//! axis 3 since channels are no longer contiguous). Only convolutions start a region, so
+//! a lone pool is left alone. The whole region
 //! is rewritten in one patch, with one Transpose per value entering it (NCHW → NHWC)
 //! and one per value leaving it (NHWC → NCHW): a chain conv → relu → conv → pool has
 //! exactly two.
@@ -107,7 +110,9 @@ fn kind(cx: &Context, id: NodeId) -> Option<Kind> {
         Op::Fused(FusedOp::SliceView { axis: 1, windows }) if activation && channel_windows(windows).is_some() => {
             Some(Kind::Carry(first(node.inputs.len())))
         }
-        Op::Fused(FusedOp::Layer(l)) if activation && matches!(*l.core, Op::Nn(NnOp::Conv(_))) => {
+        Op::Fused(FusedOp::Layer(l))
+            if activation && matches!(*l.core, Op::Nn(NnOp::Conv(_) | NnOp::ConvTranspose(_))) =>
+        {
             let mut roles = first(node.inputs.len());
             for (i, r) in roles.iter_mut().enumerate().skip(l.core_inputs.max(1)) {
                 let o = cx.input(id, i)?;
