@@ -511,6 +511,31 @@ fn an_in_place_concat_in_a_region_becomes_a_channel_concat() {
 }
 
 #[test]
+fn fused_elementwise_with_channel_constants_is_carried() {
+    use kiln_ir::ops::{Expr, ExprNode, FusedOp};
+    let mut rng = Rng(50);
+    let mut n = NetworkDefinition::new("g");
+    let x = n.add_input("x", DType::F32, Shape::known(&[2, 3, 4, 4]));
+    let a = conv(&mut n, &mut rng, "a", x, 3, 3);
+    let b = conv(&mut n, &mut rng, "b", x, 3, 3);
+    let k = n.add_constant("k", random(&mut rng, &[1, 3, 1, 1]));
+    // relu(x0 * x2 + x1) * 0.5
+    let mut e = Expr::default();
+    let (i0, i1, i2) = (e.push(ExprNode::Input(0)), e.push(ExprNode::Input(1)), e.push(ExprNode::Input(2)));
+    let m = e.push(ExprNode::Binary(BinaryOp::Mul, i0, i2));
+    let s = e.push(ExprNode::Binary(BinaryOp::Add, m, i1));
+    let r = e.push(ExprNode::Unary(UnaryOp::Relu, s));
+    let h = e.push(ExprNode::Scalar(0.5));
+    e.push(ExprNode::Binary(BinaryOp::Mul, r, h));
+    let f = n.add("a + b + k", Op::Fused(FusedOp::Elementwise(e)), &[a, b, k]).unwrap();
+    let c = conv(&mut n, &mut rng, "c", f, 3, 2);
+    n.mark_output(c, "y").unwrap();
+    let after = check_nhwc(&n.build(), 51);
+    assert_eq!(transposes(&after), 2, "{:?}", ops(&after));
+    assert!(ops(&after).contains(&"FusedElementwise"));
+}
+
+#[test]
 #[ignore]
 fn debug_transposes() {
     for name in ["nudenet-320n", "ppocr-det", "ppocr-rec"] {
