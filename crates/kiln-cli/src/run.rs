@@ -92,7 +92,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     for n in &notes {
         eprintln!("note: {n}");
     }
-    println!("model   {} ({} nodes, loaded in {load_ms:.1} ms)", args.model.display(), graph.nodes.len());
+    println!("model   {} ({} nodes, loaded in {load_ms:.1} ms)", args.model.display(), model.graph.nodes.len());
     if args.opt_level > 0 {
         println!(
             "opt     level {} ({} nodes → {layers} layers, in {opt_ms:.1} ms)",
