@@ -36,6 +36,12 @@ pub struct Args {
     /// Write a per-case and per-op report as JSON.
     #[arg(long)]
     report_json: Option<PathBuf>,
+    /// Optimise each case's graph at this level before running it (0: as imported).
+    #[arg(long, default_value_t = kiln_opt::pipeline::DEFAULT_LEVEL)]
+    opt_level: u8,
+    /// Layout of convolution regions (with the optimiser on).
+    #[arg(long, value_enum, default_value_t = crate::LayoutArg::Nchw)]
+    layout: crate::LayoutArg,
     /// Print every case, not only failures.
     #[arg(long, short)]
     verbose: bool,
@@ -72,7 +78,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|p| args.filter.as_ref().is_none_or(|f| name_of(p).contains(f.as_str())))
         .collect();
     cases.sort();
-    let results: Vec<CaseResult> = cases.par_iter().map(|c| run_case_guarded(c)).collect();
+    let results: Vec<CaseResult> = cases.par_iter().map(|c| run_case_guarded(c, args.opt_level, args.layout)).collect();
     for r in &results {
         if r.status == Status::Failed || args.verbose {
             println!("{:<11} {}: {}", format!("{:?}", r.status).to_uppercase(), r.name, r.detail);
@@ -136,9 +142,9 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
-fn run_case_guarded(dir: &Path) -> CaseResult {
+fn run_case_guarded(dir: &Path, opt_level: u8, layout: crate::LayoutArg) -> CaseResult {
     let name = name_of(dir);
-    match std::panic::catch_unwind(|| run_case(dir)) {
+    match std::panic::catch_unwind(|| run_case(dir, opt_level, layout)) {
         Ok(r) => r,
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
@@ -152,7 +158,7 @@ fn run_case_guarded(dir: &Path) -> CaseResult {
     }
 }
 
-fn run_case(dir: &Path) -> CaseResult {
+fn run_case(dir: &Path, opt_level: u8, layout: crate::LayoutArg) -> CaseResult {
     let name = name_of(dir);
     let model = match kiln_onnx::load(dir.join("model.onnx")) {
         Ok(m) => m,
@@ -163,6 +169,14 @@ fn run_case(dir: &Path) -> CaseResult {
     };
     let ops: Vec<String> = model.graph.op_histogram().into_keys().collect();
     let result = |status, detail: String| CaseResult { name: name.clone(), status, ops: ops.clone(), detail };
+    let graph = if opt_level == 0 {
+        model.graph
+    } else {
+        match crate::optimize(&model.graph, opt_level, layout) {
+            Ok((g, _)) => g,
+            Err(e) => return result(Status::Failed, format!("optimize (level {opt_level}): {e}")),
+        }
+    };
     let mut sets: Vec<PathBuf> = std::fs::read_dir(dir)
         .map(|d| {
             d.filter_map(|e| e.ok().map(|e| e.path())).filter(|p| name_of(p).starts_with("test_data_set_")).collect()
@@ -173,7 +187,7 @@ fn run_case(dir: &Path) -> CaseResult {
         return result(Status::Failed, "no test data sets".into());
     }
     for set in &sets {
-        if let Err((status, msg)) = run_data_set(&model.graph, set) {
+        if let Err((status, msg)) = run_data_set(&graph, set) {
             return result(status, format!("{}: {msg}", name_of(set)));
         }
     }

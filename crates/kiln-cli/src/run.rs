@@ -32,6 +32,12 @@ pub struct Args {
     /// Backend to run on (only `cpu` for now).
     #[arg(long, default_value = "cpu")]
     backend: String,
+    /// Optimisation level (0: run the graph as imported).
+    #[arg(long, default_value_t = kiln_opt::pipeline::DEFAULT_LEVEL)]
+    opt_level: u8,
+    /// Layout of convolution regions (with the optimiser on).
+    #[arg(long, value_enum, default_value_t = crate::LayoutArg::Nchw)]
+    layout: crate::LayoutArg,
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
@@ -44,7 +50,17 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let model = kiln_onnx::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     let load_ms = t0.elapsed().as_secs_f64() * 1e3;
-    let graph = &model.graph;
+    let t_opt = Instant::now();
+    let optimized;
+    let (graph, layers) = if args.opt_level == 0 {
+        (&model.graph, kiln_opt::layer_count(&model.graph))
+    } else {
+        let (g, report) = crate::optimize(&model.graph, args.opt_level, args.layout)
+            .with_context(|| format!("optimising {} at level {}", args.model.display(), args.opt_level))?;
+        optimized = g;
+        (&optimized, report.layers_after)
+    };
+    let opt_ms = t_opt.elapsed().as_secs_f64() * 1e3;
     let mut notes = Vec::new();
     let inputs = make_inputs(graph, &args.inputs, &args.shapes, args.seed, &mut notes)?;
     let t1 = Instant::now();
@@ -66,7 +82,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         let outs: Vec<_> = names.iter().zip(&outputs).map(|(n, t)| summary_json(n, t)).collect();
         let report = json!({
             "model": args.model.display().to_string(), "backend": args.backend,
-            "load_ms": load_ms, "run_ms": run_ms, "notes": notes, "outputs": outs,
+            "load_ms": load_ms, "opt_level": args.opt_level, "optimize_ms": opt_ms,
+            "nodes": kiln_opt::layer_count(&model.graph), "layers": layers, "run_ms": run_ms, "notes": notes, "outputs": outs,
             "accuracy": accuracy.map(|(c, n)| json!({"correct": c, "total": n, "accuracy": c as f64 / n as f64})),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
@@ -75,7 +92,14 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     for n in &notes {
         eprintln!("note: {n}");
     }
-    println!("model   {} ({} nodes, loaded in {load_ms:.1} ms)", args.model.display(), graph.nodes.len());
+    println!("model   {} ({} nodes, loaded in {load_ms:.1} ms)", args.model.display(), model.graph.nodes.len());
+    if args.opt_level > 0 {
+        println!(
+            "opt     level {} ({} nodes → {layers} layers, in {opt_ms:.1} ms)",
+            args.opt_level,
+            kiln_opt::layer_count(&model.graph)
+        );
+    }
     println!("backend {} (ran in {run_ms:.1} ms)", args.backend);
     for (name, t) in names.iter().zip(&outputs) {
         println!("output  {name}: {} {:?}  {}", t.dtype(), t.shape(), summary_text(t));

@@ -23,6 +23,11 @@ fn temp_dir(name: &str) -> PathBuf {
 
 /// y = relu(x) with x: f32[batch, 3].
 fn relu_model(dir: &Path) -> PathBuf {
+    chain_model(dir, "relu", &[("Relu", "r")])
+}
+
+/// x: f32[batch, 3] through a chain of one-input ops `(op_type, name)` to y.
+fn chain_model(dir: &Path, file: &str, chain: &[(&str, &str)]) -> PathBuf {
     let dims = vec![
         Dimension { value: Some(dimension::Value::DimParam("batch".into())), denotation: String::new() },
         Dimension { value: Some(dimension::Value::DimValue(3)), denotation: String::new() },
@@ -43,20 +48,24 @@ fn relu_model(dir: &Path) -> PathBuf {
         opset_import: vec![OperatorSetIdProto { domain: String::new(), version: 17 }],
         graph: Some(GraphProto {
             name: "relu".into(),
-            node: vec![NodeProto {
-                op_type: "Relu".into(),
-                name: "r".into(),
-                input: vec!["x".into()],
-                output: vec!["y".into()],
-                ..Default::default()
-            }],
+            node: chain
+                .iter()
+                .enumerate()
+                .map(|(i, (op, name))| NodeProto {
+                    op_type: op.to_string(),
+                    name: name.to_string(),
+                    input: vec![if i == 0 { "x".into() } else { format!("t{i}") }],
+                    output: vec![if i + 1 == chain.len() { "y".into() } else { format!("t{}", i + 1) }],
+                    ..Default::default()
+                })
+                .collect(),
             input: vec![x],
             output: vec![ValueInfoProto { name: "y".into(), ..Default::default() }],
             ..Default::default()
         }),
         ..Default::default()
     };
-    let p = dir.join("relu.onnx");
+    let p = dir.join(format!("{file}.onnx"));
     std::fs::write(&p, m.encode_to_vec()).unwrap();
     p
 }
@@ -132,4 +141,72 @@ fn garbage_and_missing_files_are_named() {
         assert!(!ok);
         assert!(err.contains(".onnx") && !err.contains("panicked"), "{err}");
     }
+}
+
+#[test]
+fn inspect_optimized_shows_layers_counts_and_rewrites() {
+    let dir = temp_dir("optimized");
+    let m = chain_model(&dir, "chain", &[("Identity", "id1"), ("Relu", "relu1"), ("Identity", "id2")]);
+    let m = m.to_str().unwrap();
+    let (ok, out, err) = kiln(&["inspect", m, "--optimized", "--verbose"]);
+    assert!(ok, "{err}");
+    assert!(out.contains("3 before, 1 layers after"), "{out}");
+    assert!(out.contains("relu1") && out.contains("Relu") && out.contains("[batch,3] → [batch,3]"), "{out}");
+    assert!(out.contains("remove-identity"), "{out}");
+    let (ok, out, err) = kiln(&["inspect", m, "--optimized", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["nodes_before"], 3);
+    assert_eq!(v["layers_after"], 1);
+    assert_eq!(v["layers"][0]["name"], "relu1");
+    assert_eq!(v["layers"][0]["op"], "Relu");
+    assert_eq!(v["rewrites"].as_array().unwrap().len(), 2);
+    // Level 0 keeps every node.
+    let (ok, out, _) = kiln(&["inspect", m, "--optimized", "--opt-level", "0", "--json"]);
+    assert!(ok);
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layers_after"], 3);
+    assert_eq!(v["rewrites"].as_array().unwrap().len(), 0);
+    let (ok, out, err) = kiln(&["inspect", m, "--optimized", "--layout", "nhwc", "--json"]);
+    assert!(ok, "{err}");
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["layout"], "nhwc");
+    assert_eq!(v["layers_after"], 1);
+}
+
+#[test]
+fn inspect_writes_a_dot_picture() {
+    let dir = temp_dir("dot");
+    let m = chain_model(&dir, "chain", &[("Identity", "id1"), ("Relu", "relu1")]);
+    let m = m.to_str().unwrap();
+    let original = dir.join("original.dot");
+    let (ok, _, err) = kiln(&["inspect", m, "--dot", original.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&original).unwrap();
+    assert!(text.starts_with("digraph") && text.contains("id1") && text.contains("relu1"), "{text}");
+    assert!(text.contains("Relu\\nrelu1") && !text.contains("\\\\n"), "labels break lines with \\n: {text}");
+    let optimized = dir.join("optimized.dot");
+    let (ok, _, err) = kiln(&["inspect", m, "--optimized", "--dot", optimized.to_str().unwrap()]);
+    assert!(ok, "{err}");
+    let text = std::fs::read_to_string(&optimized).unwrap();
+    assert!(text.contains("relu1") && !text.contains("id1"), "{text}");
+    assert!(text.trim_end().ends_with('}'));
+}
+
+#[test]
+fn run_at_opt_level_zero_and_three_agree() {
+    let dir = temp_dir("levels");
+    let m = chain_model(&dir, "chain", &[("Identity", "id1"), ("Sigmoid", "sig"), ("Identity", "id2")]);
+    let m = m.to_str().unwrap();
+    let mut outs = vec![];
+    for level in ["0", "3"] {
+        let (ok, out, err) = kiln(&["run", m, "--shapes", "x:2x3", "--opt-level", level, "--json"]);
+        assert!(ok, "{err}");
+        let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+        assert_eq!(v["outputs"][0]["name"], "y");
+        outs.push((v["layers"].clone(), v["outputs"][0]["head"].clone()));
+    }
+    assert_eq!(outs[0].0, 3);
+    assert_eq!(outs[1].0, 1);
+    assert_eq!(outs[0].1, outs[1].1);
 }

@@ -23,6 +23,26 @@ pub enum FusedOp {
     /// A contiguous window of its input along `axis` (every dim before `axis` is 1):
     /// a view of the input's buffer, no copy. One output per `(start, len)` window.
     SliceView { axis: usize, windows: Vec<(usize, usize)> },
+    /// `op` computed channels-last: the inputs listed in `nhwc` (input 0 among them) and
+    /// output 0 are rank-4 NHWC tensors where `op` reads and writes NCHW; the other
+    /// inputs (weights, bias) are `op`'s own.
+    ChannelsLast { op: Box<Op>, nhwc: Vec<usize> },
+}
+
+/// NCHW → NHWC.
+pub const TO_NHWC: [usize; 4] = [0, 2, 3, 1];
+/// NHWC → NCHW.
+pub const TO_NCHW: [usize; 4] = [0, 3, 1, 2];
+
+/// `f` with its shape permuted by `perm` (dims `perm[i]` of `f` become dim `i`); no
+/// value. `None` when `f` is not of rank 4.
+pub fn permute_fact(f: &Fact, perm: &[usize; 4]) -> Option<Fact> {
+    let shape = match &f.shape {
+        None => None,
+        Some(s) if s.rank() == 4 => Some(Shape(perm.iter().map(|&p| s.0[p].clone()).collect())),
+        Some(_) => return None,
+    };
+    Some(Fact { dtype: f.dtype, shape, value: None })
 }
 
 /// `core` reads the node's first `core_inputs` inputs; the epilogue's `Input(0)` is the
@@ -184,6 +204,21 @@ impl OpFamily for FusedOp {
             },
             FusedOp::ConcatInPlace { .. } => "ConcatInPlace",
             FusedOp::SliceView { .. } => "SliceView",
+            FusedOp::ChannelsLast { op, .. } => match op.name() {
+                "Conv" => "ConvNhwc",
+                "FusedConv" => "FusedConvNhwc",
+                "ConvTranspose" => "ConvTransposeNhwc",
+                "FusedConvTranspose" => "FusedConvTransposeNhwc",
+                "Resize" => "ResizeNhwc",
+                "BatchNormalization" => "BatchNormalizationNhwc",
+                "MaxPool" => "MaxPoolNhwc",
+                "AveragePool" => "AveragePoolNhwc",
+                "LpPool" => "LpPoolNhwc",
+                "GlobalAveragePool" => "GlobalAveragePoolNhwc",
+                "GlobalMaxPool" => "GlobalMaxPoolNhwc",
+                "GlobalLpPool" => "GlobalLpPoolNhwc",
+                _ => "ChannelsLast",
+            },
         }
     }
 
@@ -227,6 +262,26 @@ impl OpFamily for FusedOp {
                         Fact { dtype: x.dtype, shape: Some(s), value: None }
                     })
                     .collect())
+            }
+            FusedOp::ChannelsLast { op, nhwc } => {
+                if !nhwc.contains(&0) || matches!(**op, Op::Fused(FusedOp::ChannelsLast { .. })) {
+                    return Err(IrError::invalid(name, "input 0 must be NHWC, and the op not channels-last already"));
+                }
+                let mut facts: Vec<Option<Fact>> = inputs.iter().map(|f| f.cloned()).collect();
+                for &i in nhwc {
+                    let f = facts
+                        .get_mut(i)
+                        .and_then(Option::as_mut)
+                        .ok_or_else(|| IrError::invalid(name, format!("NHWC input {i} is missing")))?;
+                    *f = permute_fact(f, &TO_NCHW)
+                        .ok_or_else(|| IrError::invalid(name, format!("input {i} is not rank 4")))?;
+                }
+                let refs: Vec<Option<&Fact>> = facts.iter().map(Option::as_ref).collect();
+                let mut out = op.infer(&refs, n_outputs)?;
+                if let Some(o) = out.first_mut() {
+                    *o = permute_fact(o, &TO_NHWC).ok_or_else(|| IrError::invalid(name, "output 0 is not rank 4"))?;
+                }
+                Ok(out)
             }
         }
     }

@@ -2,6 +2,7 @@
 //! GPU backend's single kernels are checked against.
 
 use kiln_ir::Tensor;
+use kiln_ir::ops::fused::{TO_NCHW, TO_NHWC};
 use kiln_ir::ops::{ElementwiseOp, Expr, ExprNode, FusedLayer, FusedOp, MovementOp};
 
 use super::elementwise;
@@ -21,6 +22,23 @@ pub fn eval(op: &FusedOp, inputs: &[Option<Tensor>], n_outputs: usize, ctx: &Eva
         FusedOp::SliceView { axis, windows } => {
             let x = req(inputs, 0, "SliceView")?;
             windows.iter().map(|&(start, len)| slice_view(x, *axis, start, len)).collect()
+        }
+        FusedOp::ChannelsLast { op, nhwc } => {
+            let transpose = |t: &Tensor, perm: &[usize; 4]| -> Result<Tensor> {
+                let op = MovementOp::Transpose { perm: Some(perm.iter().map(|&p| p as i64).collect()) };
+                let out = super::movement::eval(&op, &[Some(t.clone())], 1, ctx)?;
+                out.into_iter().next().ok_or_else(|| CpuError::invalid("ChannelsLast", "transpose gave no output"))
+            };
+            let mut args = inputs.to_vec();
+            for &i in nhwc {
+                let t = req(inputs, i, "ChannelsLast")?;
+                args[i] = Some(transpose(t, &TO_NCHW)?);
+            }
+            let mut out = crate::eval_op(op, &args, n_outputs, ctx)?;
+            if let Some(o) = out.first_mut() {
+                *o = transpose(o, &TO_NHWC)?;
+            }
+            Ok(out)
         }
     }
 }
