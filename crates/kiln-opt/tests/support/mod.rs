@@ -79,8 +79,14 @@ pub fn rel_l2(want: &Tensor, got: &Tensor) -> f64 {
 
 /// Optimises `graph` at `level` with the CPU evaluator.
 pub fn optimize(graph: &Graph, level: u8) -> (Graph, Report) {
+    optimize_with_layout(graph, level, kiln_opt::Layout::Nchw)
+}
+
+/// Like `optimize`, asking conv regions for `layout`.
+pub fn optimize_with_layout(graph: &Graph, level: u8, layout: kiln_opt::Layout) -> (Graph, Report) {
     let eval = cpu_eval;
-    let (g, report) = Optimizer::new(level).with_evaluator(&eval).optimize(graph).expect("optimize");
+    let options = kiln_opt::Options { evaluator: Some(&eval), layout, ..kiln_opt::Options::default() };
+    let (g, report) = Optimizer::new(level).with_options(options).optimize(graph).expect("optimize");
     assert!(report.refused.is_empty(), "refused patches: {:#?}", report.refused);
     (g, report)
 }
