@@ -172,6 +172,8 @@ fn expected_kernels() -> Vec<(&'static str, String)> {
         k.push(("elementwise", format!("kiln_compare_{t}")));
     }
     k.push(("elementwise", "kiln_compare_u8".into()));
+    k.push(("reduce", "kiln_reduce_int_i32".into()));
+    k.push(("reduce", "kiln_reduce_int_i64".into()));
     let casts = ["f32", "f16", "bf16", "i32", "i64", "bool"];
     for a in casts {
         for b in casts {
@@ -265,6 +267,15 @@ fn unary_cases() -> Vec<(UnaryOp, f32, f32)> {
         (Round, -8.0, 8.0),
         (Sin, -6.0, 6.0),
         (Cos, -6.0, 6.0),
+        (Tan, -1.2, 1.2),
+        (Asin, -0.99, 0.99),
+        (Acos, -0.99, 0.99),
+        (Atan, -4.0, 4.0),
+        (Sinh, -3.0, 3.0),
+        (Cosh, -3.0, 3.0),
+        (Asinh, -4.0, 4.0),
+        (Acosh, 1.01, 5.0),
+        (Atanh, -0.95, 0.95),
     ]
 }
 
@@ -679,6 +690,30 @@ fn reductions_match_cpu() {
             }
         }
     }
+    // Integers: exact, wrapping (products of 1s and 2s overflow i32).
+    let int_kinds = [
+        ReduceKind::Sum,
+        ReduceKind::Mean,
+        ReduceKind::Max,
+        ReduceKind::Min,
+        ReduceKind::Prod,
+        ReduceKind::L1,
+        ReduceKind::SumSquare,
+    ];
+    for kind in int_kinds {
+        let (lo, hi) = if kind == ReduceKind::Prod { (0.6, 2.4) } else { (-1000.0, 1000.0) };
+        for dt in [DType::I32, DType::I64] {
+            let x = random(dt, &shape, 202, lo, hi);
+            for axes in axes_sets {
+                let a: Vec<i64> = axes.iter().map(|&v| v as i64).collect();
+                let r = Reduce { kind, axes: Some(a), keepdims: false, noop_with_empty_axes: false };
+                let want = cpu(Op::Reduce(ReduceOp::Reduce(r)), vec![Some(x.clone())], 1).remove(0);
+                let (dx, dy) = (g.up(&x), g.zeros(dt, want.shape()));
+                l.reduce(kind, dt, (&g.buf(&dx), &shape), axes, &g.buf(&dy)).unwrap();
+                check(&format!("{} {dt} axes {axes:?}", kind.name()), &want, &g.down(&dy, dt, want.shape()), 0.0);
+            }
+        }
+    }
     // A long row: several elements a thread.
     let shape = [3usize, 100_000];
     let x = random(DType::F32, &shape, 201, -1.0, 1.0);
@@ -810,7 +845,7 @@ fn launchers_refuse_bad_arguments() {
         Err(CudaError::BufferTooSmall { need: 400, have: 40, .. }) => {}
         other => panic!("expected BufferTooSmall, got {other:?}"),
     }
-    match l.unary_op(&UnaryOp::Tan, DType::F32, &b, &b, 100) {
+    match l.unary_op(&UnaryOp::BitwiseNot, DType::I32, &b, &b, 100) {
         Err(CudaError::Unsupported { .. }) => {}
         other => panic!("expected Unsupported, got {other:?}"),
     }

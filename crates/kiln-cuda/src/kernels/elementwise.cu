@@ -22,7 +22,8 @@ enum UnaryCode {
     U_RELU = 0, U_SIGMOID, U_TANH, U_EXP, U_LOG, U_SQRT, U_NEG, U_ABS, U_ERF, U_GELU, U_SILU,
     U_GELU_TANH, U_RECIPROCAL, U_LEAKY_RELU, U_HARD_SIGMOID, U_HARD_SWISH, U_CLIP, U_ELU,
     U_SOFTPLUS, U_FLOOR, U_CEIL, U_ROUND, U_SWISH, U_SIGN, U_SIN, U_COS, U_SOFTSIGN, U_MISH,
-    U_SELU, U_CELU, U_THRESHOLDED_RELU, U_SHRINK, U_IDENTITY
+    U_SELU, U_CELU, U_THRESHOLDED_RELU, U_SHRINK, U_IDENTITY, U_TAN, U_ASIN, U_ACOS, U_ATAN, U_SINH,
+    U_COSH, U_ASINH, U_ACOSH, U_ATANH
 };
 // Keep in step with `BinaryCode`.
 enum BinaryCode { B_ADD = 0, B_SUB, B_MUL, B_DIV, B_MAX, B_MIN, B_POW, B_PRELU, B_MOD, B_FMOD };
@@ -78,6 +79,15 @@ __device__ __forceinline__ float unary(int op, float x, float p0, float p1) {
         case U_THRESHOLDED_RELU: return x > p0 ? x : 0.f;
         case U_SHRINK: return x < -p1 ? x + p0 : (x > p1 ? x - p0 : 0.f);
         case U_IDENTITY: return x;
+        case U_TAN: return tanf(x);
+        case U_ASIN: return asinf(x);
+        case U_ACOS: return acosf(x);
+        case U_ATAN: return atanf(x);
+        case U_SINH: return sinhf(x);
+        case U_COSH: return coshf(x);
+        case U_ASINH: return asinhf(x);
+        case U_ACOSH: return acoshf(x);
+        case U_ATANH: return atanhf(x);
     }
     return x;
 }

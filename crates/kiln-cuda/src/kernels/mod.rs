@@ -77,6 +77,15 @@ pub enum UnaryCode {
     /// bias, lambd
     Shrink,
     Identity,
+    Tan,
+    Asin,
+    Acos,
+    Atan,
+    Sinh,
+    Cosh,
+    Asinh,
+    Acosh,
+    Atanh,
 }
 
 /// Operation codes of `elementwise.cu`'s binary kernels (its `BinaryCode`).

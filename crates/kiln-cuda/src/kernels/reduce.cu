@@ -5,8 +5,8 @@
 //   elements `inner` apart (neighbouring threads read neighbouring elements).
 // - strided: any set of axes; one thread per output, the kept and the reduced dims each
 //   decomposed by their own strides.
-// Softmax/LogSoftmax over an axis in the rows and mid layouts, and ArgMax/ArgMin in the
-// mid layout (rows are mid with inner = 1).
+// Integers (i32, i64) take the strided layout only. Softmax/LogSoftmax over an axis in the
+// rows and mid layouts, and ArgMax/ArgMin in the mid layout (rows are mid with inner = 1).
 
 // Keep in step with `ReduceCode` in kernels/mod.rs.
 enum ReduceCode { R_SUM = 0, R_MEAN, R_MAX, R_MIN, R_PROD, R_L1, R_L2, R_LOG_SUM, R_LOG_SUM_EXP, R_SUM_SQUARE };
@@ -177,6 +177,52 @@ __device__ void arg_reduce(int max_, int last, const T* x, i64* y, i64 outer, i6
         }
         y[i] = at;
     }
+}
+
+// Integer reductions (any layout, one thread per output): wrapping Sum, Prod, L1 and
+// SumSquare (U: the unsigned type of T's width), Max, Min, and Mean through double
+// (truncated toward zero). The launcher sends no other code.
+template <typename T, typename U>
+__device__ void reduce_int(int op, const T* x, T* y, i64 n_out, int kept_rank, int red_rank, i64 r, ReduceDesc d) {
+    const T lowest = (T)((U)1 << (sizeof(T) * 8 - 1));
+    const T highest = (T)~(U)lowest;
+    KILN_GRID_STRIDE(i, n_out) {
+        i64 rem = i, base = 0;
+        for (int k = kept_rank - 1; k >= 0; --k) {
+            base += (rem % d.kept_dims[k]) * d.kept_strides[k];
+            rem /= d.kept_dims[k];
+        }
+        T acc = op == R_PROD ? (T)1 : (op == R_MAX ? lowest : (op == R_MIN ? highest : (T)0));
+        double fsum = 0.0;
+        for (i64 j = 0; j < r; ++j) {
+            i64 q = j, off = base;
+            for (int k = red_rank - 1; k >= 0; --k) {
+                off += (q % d.red_dims[k]) * d.red_strides[k];
+                q /= d.red_dims[k];
+            }
+            const T v = x[off];
+            switch (op) {
+                case R_SUM: acc = (T)((U)acc + (U)v); break;
+                case R_PROD: acc = (T)((U)acc * (U)v); break;
+                case R_L1: acc = (T)((U)acc + (v < 0 ? (U)0 - (U)v : (U)v)); break;
+                case R_SUM_SQUARE: acc = (T)((U)acc + (U)v * (U)v); break;
+                case R_MAX: acc = v > acc ? v : acc; break;
+                case R_MIN: acc = v < acc ? v : acc; break;
+                case R_MEAN: fsum += (double)v; break;
+            }
+        }
+        if (op == R_MEAN) acc = r == 0 ? (T)0 : (T)(fsum / (double)r);
+        y[i] = acc;
+    }
+}
+
+extern "C" __global__ void kiln_reduce_int_i32(int op, const i32* x, i32* y, i64 n_out, int kept_rank, int red_rank,
+                                               i64 r, ReduceDesc d) {
+    reduce_int<i32, u32>(op, x, y, n_out, kept_rank, red_rank, r, d);
+}
+extern "C" __global__ void kiln_reduce_int_i64(int op, const i64* x, i64* y, i64 n_out, int kept_rank, int red_rank,
+                                               i64 r, ReduceDesc d) {
+    reduce_int<i64, u64>(op, x, y, n_out, kept_rank, red_rank, r, d);
 }
 
 #define KILN_REDUCE(T, N)                                                                                    \

@@ -15,8 +15,8 @@ use super::Buf;
 /// A tensor operand: its buffer and shape.
 pub type Operand<'s, 'b> = (&'s Buf<'b>, &'s [usize]);
 
-/// The unary kernel code and its two parameters for an IR unary op; `None` for ops the
-/// kernels lack (inverse trigonometry, hyperbolic functions, BitwiseNot).
+/// The unary kernel code and its two parameters for an IR unary op; `None` for the one
+/// op the kernels lack (BitwiseNot).
 pub fn unary_code(op: &UnaryOp) -> Option<(UnaryCode, [f32; 2])> {
     use UnaryOp as U;
     let none = [0.0, 0.0];
@@ -37,6 +37,15 @@ pub fn unary_code(op: &UnaryOp) -> Option<(UnaryCode, [f32; 2])> {
         U::Round => (UnaryCode::Round, none),
         U::Sin => (UnaryCode::Sin, none),
         U::Cos => (UnaryCode::Cos, none),
+        U::Tan => (UnaryCode::Tan, none),
+        U::Asin => (UnaryCode::Asin, none),
+        U::Acos => (UnaryCode::Acos, none),
+        U::Atan => (UnaryCode::Atan, none),
+        U::Sinh => (UnaryCode::Sinh, none),
+        U::Cosh => (UnaryCode::Cosh, none),
+        U::Asinh => (UnaryCode::Asinh, none),
+        U::Acosh => (UnaryCode::Acosh, none),
+        U::Atanh => (UnaryCode::Atanh, none),
         U::Gelu { tanh: false } => (UnaryCode::Gelu, none),
         U::Gelu { tanh: true } => (UnaryCode::GeluTanh, none),
         U::Swish { alpha: 1.0 } => (UnaryCode::Silu, none),

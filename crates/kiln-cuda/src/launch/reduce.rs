@@ -1,11 +1,13 @@
-//! Launchers of `reduce.cu`: reductions over any axes, Softmax/LogSoftmax over an axis,
-//! ArgMax/ArgMin. Float dtypes (f32, f16, bf16), accumulated in f32.
+//! Launchers of `reduce.cu`: reductions over any axes (floats accumulated in f32; i32
+//! and i64 too), Softmax/LogSoftmax over an axis, ArgMax/ArgMin (floats).
 
 use kiln_ir::DType;
 use kiln_ir::ops::reduce::ReduceKind;
 
 use super::elementwise::Operand;
-use super::{Buf, Launcher, check_buf, contiguous_strides, elems, float_suffix, grid, launch, row_grid, to_i64};
+use super::{
+    Buf, Launcher, check_buf, contiguous_strides, elems, float_suffix, grid, launch, numeric_suffix, row_grid, to_i64,
+};
 use crate::kernels::{MAX_RANK, REDUCE, ReduceCode, ReduceDesc};
 use crate::{CudaError, Result};
 
@@ -53,6 +55,24 @@ impl ReducePlan {
         ReducePlan { groups }
     }
 
+    /// The descriptor of the strided kernels, with the kept and reduced ranks.
+    pub fn desc(&self, op: &str) -> Result<(ReduceDesc, i32, i32)> {
+        let (kept, red): (Vec<&(usize, usize, bool)>, Vec<_>) = self.groups.iter().partition(|g| !g.2);
+        if kept.len() > MAX_RANK || red.len() > MAX_RANK {
+            return Err(CudaError::unsupported(op, format!("{} interleaved groups of axes", self.groups.len())));
+        }
+        let mut d = ReduceDesc::default();
+        for (k, g) in kept.iter().enumerate() {
+            d.kept_dims[k] = g.0 as i64;
+            d.kept_strides[k] = g.1 as i64;
+        }
+        for (k, g) in red.iter().enumerate() {
+            d.red_dims[k] = g.0 as i64;
+            d.red_strides[k] = g.1 as i64;
+        }
+        Ok((d, kept.len() as i32, red.len() as i32))
+    }
+
     /// `(outer, reduced, inner)` when at most one group is reduced.
     pub fn three(&self) -> Option<(usize, usize, usize)> {
         let reduced: Vec<usize> = (0..self.groups.len()).filter(|&i| self.groups[i].2).collect();
@@ -71,11 +91,16 @@ impl ReducePlan {
 impl Launcher<'_> {
     /// `Reduce*` of `x` over `axes` (normalised, each once; see
     /// `kiln_ir::ops::reduce::resolve_reduce_axes`) into `y`, whose element count is the
-    /// product of the kept dims (keepdims or not: same data).
+    /// product of the kept dims (keepdims or not: same data). Floats: every kind,
+    /// accumulated in f32. i32/i64: Sum, Prod, L1, SumSquare (wrapping), Max, Min, Mean.
     pub fn reduce(&self, kind: ReduceKind, dtype: DType, x: Operand, axes: &[usize], y: &Buf) -> Result<()> {
         let op = kind.name();
         let (x, shape) = x;
-        let suffix = float_suffix(op, dtype)?;
+        let int = matches!(dtype, DType::I32 | DType::I64);
+        if int && matches!(kind, ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp) {
+            return Err(CudaError::unsupported(op, format!("dtype {dtype}")));
+        }
+        let suffix = if int { numeric_suffix(op, dtype)? } else { float_suffix(op, dtype)? };
         if let Some(&a) = axes.iter().find(|&&a| a >= shape.len()) {
             return Err(CudaError::invalid(op, format!("axis {a} for rank {}", shape.len())));
         }
@@ -89,31 +114,23 @@ impl Launcher<'_> {
         let (xa, ya) = (x.addr(), y.addr());
         let plan = ReducePlan::new(shape, axes);
         let r_total: usize = axes.iter().map(|&a| shape[a]).product();
-        if let Some((outer, r, inner)) = plan.three() {
-            // An empty reduction (r = 0) still gives each output its identity.
-            let r = if r_total == 0 { 0 } else { r };
-            let (outer_, r_, inner_) = (to_i64(op, outer)?, to_i64(op, r)?, to_i64(op, inner)?);
-            if inner == 1 {
-                launch!(self, REDUCE, format!("kiln_reduce_rows_{suffix}"), row_grid(outer); code, xa, ya, outer_, r_)
-            } else {
-                launch!(self, REDUCE, format!("kiln_reduce_mid_{suffix}"), grid(outer * inner); code, xa, ya, outer_, r_, inner_)
+        match plan.three() {
+            Some((outer, r, inner)) if !int => {
+                let (outer_, r_, inner_) = (to_i64(op, outer)?, to_i64(op, r)?, to_i64(op, inner)?);
+                if inner == 1 {
+                    launch!(self, REDUCE, format!("kiln_reduce_rows_{suffix}"), row_grid(outer); code, xa, ya, outer_, r_)
+                } else {
+                    let name = format!("kiln_reduce_mid_{suffix}");
+                    launch!(self, REDUCE, name, grid(outer * inner); code, xa, ya, outer_, r_, inner_)
+                }
             }
-        } else {
-            let (kept, red): (Vec<&(usize, usize, bool)>, Vec<_>) = plan.groups.iter().partition(|g| !g.2);
-            if kept.len() > MAX_RANK || red.len() > MAX_RANK {
-                return Err(CudaError::unsupported(op, format!("{} interleaved groups of axes", plan.groups.len())));
+            _ => {
+                let (d, kr, rr) = plan.desc(op)?;
+                let (nn, r) = (to_i64(op, n_out)?, to_i64(op, r_total)?);
+                let name =
+                    if int { format!("kiln_reduce_int_{suffix}") } else { format!("kiln_reduce_strided_{suffix}") };
+                launch!(self, REDUCE, name, grid(n_out); code, xa, ya, nn, kr, rr, r, d)
             }
-            let mut d = ReduceDesc::default();
-            for (k, g) in kept.iter().enumerate() {
-                d.kept_dims[k] = g.0 as i64;
-                d.kept_strides[k] = g.1 as i64;
-            }
-            for (k, g) in red.iter().enumerate() {
-                d.red_dims[k] = g.0 as i64;
-                d.red_strides[k] = g.1 as i64;
-            }
-            let (nn, kr, rr, r) = (to_i64(op, n_out)?, kept.len() as i32, red.len() as i32, to_i64(op, r_total)?);
-            launch!(self, REDUCE, format!("kiln_reduce_strided_{suffix}"), grid(n_out); code, xa, ya, nn, kr, rr, r, d)
         }
     }
 
