@@ -864,3 +864,64 @@ fn launchers_refuse_bad_arguments() {
     let e = CudaError::unsupported("Tan", "no kernel").at_node("layer1/tan", "Tan");
     assert!(e.to_string().contains("layer1/tan"), "{e}");
 }
+
+// ---------------------------------------------------------------------------------------
+// Sizes past the grid limits, and empty tensors
+// ---------------------------------------------------------------------------------------
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn large_and_empty_tensors_match_cpu() {
+    let g = Gpu::new();
+    let l = g.launcher();
+    // More elements than 65535 blocks of 256 threads: the grid-stride loops wrap.
+    let shape = [17_000_001usize];
+    let x = random(DType::F32, &shape, 300, -4.0, 4.0);
+    let want = cpu(ew(ElementwiseOp::Unary(UnaryOp::Sigmoid)), vec![Some(x.clone())], 1).remove(0);
+    let (dx, dy) = (g.up(&x), g.zeros(DType::F32, &shape));
+    l.unary_op(&UnaryOp::Sigmoid, DType::F32, &g.buf(&dx), &g.buf(&dy), shape[0]).unwrap();
+    check("large Sigmoid", &want, &g.down(&dy, DType::F32, &shape), 1e-5);
+    let (sa, sb, so) = ([17_000usize, 1001], [1001usize], [17_000usize, 1001]);
+    let a = random(DType::F16, &sa, 301, -4.0, 4.0);
+    let b = random(DType::F16, &sb, 302, -4.0, 4.0);
+    let want = cpu(ew(ElementwiseOp::Binary(BinaryOp::Mul)), vec![Some(a.clone()), Some(b.clone())], 1).remove(0);
+    let (da, db, dy) = (g.up(&a), g.up(&b), g.zeros(DType::F16, &so));
+    l.binary_op(BinaryOp::Mul, DType::F16, (&g.buf(&da), &sa), (&g.buf(&db), &sb), &g.buf(&dy), &so).unwrap();
+    check("large broadcast Mul f16", &want, &g.down(&dy, DType::F16, &so), 1e-2);
+    // Transposing it: a copy past the grid limit.
+    let want = cpu(Op::Movement(MovementOp::Transpose { perm: Some(vec![1, 0]) }), vec![Some(a.clone())], 1).remove(0);
+    let dt = g.zeros(DType::F16, want.shape());
+    l.transpose(DType::F16, (&g.buf(&da), &sa), &[1, 0], &g.buf(&dt)).unwrap();
+    check("large Transpose", &want, &g.down(&dt, DType::F16, want.shape()), 0.0);
+    // More rows than blocks: the row kernels' grid-stride over rows.
+    let shape = [70_001usize, 33];
+    let x = random(DType::F32, &shape, 303, -3.0, 3.0);
+    let r = Reduce { kind: ReduceKind::Max, axes: Some(vec![1]), keepdims: true, noop_with_empty_axes: false };
+    let want = cpu(Op::Reduce(ReduceOp::Reduce(r)), vec![Some(x.clone())], 1).remove(0);
+    let (dx, dy) = (g.up(&x), g.zeros(DType::F32, &[70_001]));
+    l.reduce(ReduceKind::Max, DType::F32, (&g.buf(&dx), &shape), &[1], &g.buf(&dy)).unwrap();
+    check("many-row ReduceMax", &want, &g.down(&dy, DType::F32, want.shape()), 1e-4);
+    let s = Softmax { kind: SoftmaxKind::Softmax, axis: 1, coerce_2d: false };
+    let want = cpu(Op::Reduce(ReduceOp::Softmax(s)), vec![Some(x.clone())], 1).remove(0);
+    let dy = g.zeros(DType::F32, &shape);
+    l.softmax(false, DType::F32, (&g.buf(&dx), &shape), 1, false, &g.buf(&dy)).unwrap();
+    check("many-row Softmax", &want, &g.down(&dy, DType::F32, &shape), 1e-4);
+    let scale = random(DType::F32, &[33], 304, 0.5, 1.5);
+    let ln = LayerNorm { axis: 1, epsilon: 1e-5, stash_type: DType::F32 };
+    let want = cpu(Op::Reduce(ReduceOp::LayerNorm(ln)), vec![Some(x.clone()), Some(scale.clone()), None], 1).remove(0);
+    let (ds, dy) = (g.up(&scale), g.zeros(DType::F32, &shape));
+    l.layer_norm(DType::F32, (&g.buf(&dx), &shape), 1, (&g.buf(&ds), &[33]), None, 1e-5, &g.buf(&dy), None).unwrap();
+    check("many-row LayerNorm", &want, &g.down(&dy, DType::F32, &shape), 1e-4);
+    // Empty: nothing launched for empty outputs; an empty reduced axis gives identities.
+    let e = g.zeros(DType::F32, &[1]);
+    l.unary_op(&UnaryOp::Exp, DType::F32, &g.buf(&e), &g.buf(&e), 0).unwrap();
+    let shape = [3usize, 0];
+    let x = Tensor::zeros(DType::F32, shape.to_vec());
+    for kind in [ReduceKind::Sum, ReduceKind::Prod, ReduceKind::Mean, ReduceKind::Max] {
+        let r = Reduce { kind, axes: Some(vec![1]), keepdims: false, noop_with_empty_axes: false };
+        let want = cpu(Op::Reduce(ReduceOp::Reduce(r)), vec![Some(x.clone())], 1).remove(0);
+        let (dx, dy) = (g.up(&x), g.zeros(DType::F32, &[3]));
+        l.reduce(kind, DType::F32, (&g.buf(&dx), &shape), &[1], &g.buf(&dy)).unwrap();
+        check(&format!("empty {}", kind.name()), &want, &g.down(&dy, DType::F32, &[3]), 1e-6);
+    }
+}
