@@ -18,6 +18,21 @@ pub enum CudaError {
     OutOfMemory { what: String, bytes: usize },
     #[error("kernel cache {path}: {msg}")]
     Cache { path: PathBuf, msg: String },
+    /// The driver refused to launch a kernel (or to load its module or function).
+    #[error("launching kernel '{kernel}': {msg}")]
+    Launch { kernel: String, msg: String },
+    /// A dtype, attribute or layout that Kiln's CUDA kernels do not cover (yet).
+    #[error("{op}: not supported on CUDA: {what}")]
+    Unsupported { op: String, what: String },
+    /// Arguments that make no sense for the op (shapes that do not match, bad axes…).
+    #[error("{op}: {msg}")]
+    Invalid { op: String, msg: String },
+    /// A device buffer smaller than the tensor the kernel would touch in it.
+    #[error("{op}: {what} needs {need} bytes on the GPU, its buffer has {have}")]
+    BufferTooSmall { op: String, what: String, need: usize, have: usize },
+    /// An error while running one node of a graph.
+    #[error("node '{node}' ({op}): {source}")]
+    Node { node: String, op: String, source: Box<CudaError> },
 }
 
 fn searched_list(paths: &[PathBuf]) -> String {
@@ -30,6 +45,23 @@ fn searched_list(paths: &[PathBuf]) -> String {
 impl CudaError {
     pub fn driver(what: impl Into<String>, e: impl std::fmt::Display) -> CudaError {
         CudaError::Driver { what: what.into(), msg: e.to_string() }
+    }
+
+    pub fn launch(kernel: impl Into<String>, e: impl std::fmt::Display) -> CudaError {
+        CudaError::Launch { kernel: kernel.into(), msg: e.to_string() }
+    }
+
+    pub fn unsupported(op: impl Into<String>, what: impl Into<String>) -> CudaError {
+        CudaError::Unsupported { op: op.into(), what: what.into() }
+    }
+
+    pub fn invalid(op: impl Into<String>, msg: impl Into<String>) -> CudaError {
+        CudaError::Invalid { op: op.into(), msg: msg.into() }
+    }
+
+    /// This error as raised while running node `node` (an op of type `op`).
+    pub fn at_node(self, node: impl Into<String>, op: impl Into<String>) -> CudaError {
+        CudaError::Node { node: node.into(), op: op.into(), source: Box::new(self) }
     }
 }
 

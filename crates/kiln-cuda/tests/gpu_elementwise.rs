@@ -93,9 +93,9 @@ fn unary_matches_host() {
     let dx = s.clone_htod(&x).unwrap();
     for (code, f) in cases {
         let mut dy = s.alloc_zeros::<f32>(n).unwrap();
-        let (op, nn) = (code as i32, n as i64);
+        let (op, p0, p1, nn) = (code as i32, 0f32, 0f32, n as i64);
         let mut l = s.launch_builder(&func);
-        l.arg(&op).arg(&dx).arg(&mut dy).arg(&nn);
+        l.arg(&op).arg(&p0).arg(&p1).arg(&dx).arg(&mut dy).arg(&nn);
         unsafe { l.launch(LaunchConfig::for_num_elems(n as u32)) }.unwrap();
         let got = s.clone_dtoh(&dy).unwrap();
         let want: Vec<f32> = x.iter().map(|&v| f(v)).collect();
