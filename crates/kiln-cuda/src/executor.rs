@@ -16,7 +16,7 @@ use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchCo
 use cudarc::nvrtc::Ptx;
 use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp, VariadicOp};
 use kiln_ir::ops::nn::NnOp;
-use kiln_ir::ops::{ElementwiseOp, Op};
+use kiln_ir::ops::{ElementwiseOp, Expr, ExprNode, FusedOp, Op};
 use kiln_ir::tensor::Bytes;
 use kiln_ir::{DType, Graph, Tensor};
 
@@ -151,7 +151,68 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step, options: &Options) -> Resul
             let c = step.inputs.get(2).copied().flatten();
             gemm(plan, g, a, b, c, y, options).map_err(unsupported)
         }
+        Op::Fused(FusedOp::Layer(l)) if matches!(*l.core, Op::Nn(NnOp::MatMul | NnOp::Gemm(_))) => {
+            let y = single_output()?;
+            let mut kernels = match &*l.core {
+                Op::Nn(NnOp::Gemm(g)) if l.core_inputs >= 2 => {
+                    let c = if l.core_inputs >= 3 { step.inputs.get(2).copied().flatten() } else { None };
+                    gemm(plan, g, input(0)?, input(1)?, c, y, options).map_err(unsupported)?
+                }
+                _ if l.core_inputs == 2 => vec![matmul(plan, input(0)?, input(1)?, y, options).map_err(unsupported)?],
+                _ => return Err(unsupported(format!("{} core inputs", l.core_inputs))),
+            };
+            let epi = Epilogue::of(&l.epilogue)
+                .ok_or_else(|| unsupported(format!("epilogue {} has no CUDA kernel yet", l.epilogue.describe())))?;
+            if let Some(i) = epi.add {
+                let r = input(l.core_inputs + i - 1)?;
+                let (sr, n) = (plan.slot(r), plan.slot(y).shape.last().copied().unwrap_or(1));
+                let row = sr.dtype == plan.slot(y).dtype && sr.len() == n && (n == 1 || sr.shape.last() == Some(&n));
+                match kernels.as_mut_slice() {
+                    [Kernel::Matmul { shape, bias: bias @ None, .. }] if row => {
+                        shape.bias = true;
+                        *bias = Some(r);
+                    }
+                    _ => kernels.push(binary(plan, BinaryCode::Add, y, r, y).map_err(unsupported)?),
+                }
+            }
+            if epi.relu {
+                match kernels.as_mut_slice() {
+                    [Kernel::Matmul { shape, .. }] => shape.relu = true,
+                    _ => {
+                        let (dtype, n) = (plan.slot(y).dtype, plan.slot(y).len());
+                        kernels.push(Kernel::Unary { code: UnaryCode::Relu, dtype, x: y, y, n });
+                    }
+                }
+            }
+            Ok(kernels)
+        }
         _ => Err(unsupported("no CUDA kernel for this op yet".into())),
+    }
+}
+
+/// The epilogues of a fused MatMul/Gemm the CUDA backend runs: `x`, `x + r`, `relu(x)`,
+/// `relu(x + r)` (`x` the product, `r` the epilogue's input `add`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Epilogue {
+    add: Option<usize>,
+    relu: bool,
+}
+
+impl Epilogue {
+    fn of(e: &Expr) -> Option<Epilogue> {
+        use ExprNode::{Binary, Input, Unary};
+        let (body, relu) = match e.nodes.split_last()? {
+            (Unary(UnaryOp::Relu, a), rest) if *a + 1 == e.nodes.len() - 1 => (rest, true),
+            _ => (&e.nodes[..], false),
+        };
+        match body {
+            [Input(0)] => Some(Epilogue { add: None, relu }),
+            [Input(p), Input(q), Binary(BinaryOp::Add, 0, 1) | Binary(BinaryOp::Add, 1, 0)] => match (p, q) {
+                (0, &j) | (&j, 0) if j >= 1 => Some(Epilogue { add: Some(j), relu }),
+                _ => None,
+            },
+            _ => None,
+        }
     }
 }
 

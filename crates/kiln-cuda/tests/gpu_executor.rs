@@ -274,3 +274,40 @@ fn errors_come_at_build_time_and_name_what_failed() {
     let got = ex.run(std::slice::from_ref(&x)).unwrap();
     assert!(rel_l2(&kiln_cpu::run(&mlp(DType::F32, 8), &[x]).unwrap()[0], &got[0]) <= 1e-5);
 }
+
+fn optimized(g: &Graph) -> Graph {
+    let eval = |op: &Op, inputs: &[Option<Tensor>], n: usize| {
+        kiln_cpu::eval_op(op, inputs, n, &EvalContext::default()).map_err(|e| e.to_string())
+    };
+    kiln_opt::Optimizer::new(3).with_evaluator(&eval).optimize(g).expect("optimises").0
+}
+
+#[test]
+#[ignore = "needs a CUDA GPU"]
+fn optimised_graphs_with_fused_epilogues_match_cpu() {
+    use kiln_ir::ops::{Expr, ExprNode, FusedLayer, FusedOp};
+    let dev = device();
+    // kiln-opt turns MatMul + Add + Relu into one fused layer: cuBLASLt's bias+ReLU epilogue.
+    for dtype in [DType::F32, DType::F16] {
+        let g = optimized(&mlp(dtype, 16));
+        assert!(g.op_histogram().keys().any(|k| k.starts_with("Fused")), "{:?}", g.op_histogram());
+        check_graph(&dev, &g, if dtype == DType::F32 { 1e-5 } else { 1e-2 }, &[1, 2]);
+    }
+    // A batched MatMul with a residual epilogue: the product, then in-place add and ReLU.
+    let mut net = NetworkDefinition::new("residual");
+    let x = net.add_input("x", DType::F32, Shape::known(&[3, 5, 16]));
+    let w = net.add_constant("w", tensor(DType::F32, &[16, 12], 1));
+    let r = net.add_input("r", DType::F32, Shape::known(&[3, 5, 12]));
+    let epilogue = Expr {
+        nodes: vec![
+            ExprNode::Input(1),
+            ExprNode::Input(0),
+            ExprNode::Binary(BinaryOp::Add, 1, 0),
+            ExprNode::Unary(UnaryOp::Relu, 2),
+        ],
+    };
+    let layer = FusedLayer { core: Box::new(Op::Nn(NnOp::MatMul)), core_inputs: 2, epilogue };
+    let y = net.add("mm + res + relu", Op::Fused(FusedOp::Layer(layer)), &[x, w, r]).unwrap();
+    net.mark_output(y, "y").unwrap();
+    check_graph(&dev, &net.build(), 1e-5, &[1, 2]);
+}

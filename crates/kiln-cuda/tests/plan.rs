@@ -376,3 +376,67 @@ fn graph_outputs_live_to_the_end_and_inputs_from_the_start() {
     assert_eq!(plan.outputs.len(), 2);
     assert_eq!(plan.slot_of(OutletId::new(1, 0)), Some(plan.outputs[0]));
 }
+
+fn optimized(g: &Graph) -> Graph {
+    let eval = |op: &Op, inputs: &[Option<Tensor>], n: usize| {
+        kiln_cpu::eval_op(op, inputs, n, &kiln_cpu::EvalContext::default()).map_err(|e| e.to_string())
+    };
+    kiln_opt::Optimizer::new(3).with_evaluator(&eval).optimize(g).expect("optimises").0
+}
+
+#[test]
+fn an_optimised_mlp_lowers_to_two_products_with_epilogues() {
+    let g = optimized(&mlp());
+    eprintln!("{:?}", g.op_histogram());
+    let plan = ExecutionPlan::new(&g).unwrap();
+    assert_valid(&plan);
+    let kernels: Vec<Kernel> = lower(&plan, &Options::default()).unwrap().into_iter().flat_map(|(_, k)| k).collect();
+    // MatMul + Add + Relu is one product with cuBLASLt's bias+ReLU epilogue.
+    let [Kernel::Matmul { shape: s1, bias: Some(_), .. }, Kernel::Matmul { shape: s2, bias: None, .. }] =
+        kernels.as_slice()
+    else {
+        panic!("{kernels:?}")
+    };
+    assert!(s1.bias && s1.relu && !s2.bias && !s2.relu);
+}
+
+#[test]
+fn fused_epilogues_lower_to_cublaslt_epilogues_or_inplace_kernels() {
+    use kiln_ir::ops::{Expr, ExprNode, FusedLayer, FusedOp};
+    let fused = |epilogue: Expr, r_shape: &[usize]| {
+        let mut net = NetworkDefinition::new("fused");
+        let x = net.add_input("x", DType::F32, Shape::known(&[4, 8]));
+        let w = net.add_constant("w", weights(&[8, 6], 1));
+        let r = net.add_constant("r", weights(r_shape, 2));
+        let layer = FusedLayer { core: Box::new(Op::Nn(NnOp::MatMul)), core_inputs: 2, epilogue };
+        let y = net.add("fc + add + relu", Op::Fused(FusedOp::Layer(layer)), &[x, w, r]).unwrap();
+        net.mark_output(y, "y").unwrap();
+        let plan = ExecutionPlan::new(&net.build()).unwrap();
+        lower(&plan, &Options::default()).map(|l| l.into_iter().flat_map(|(_, k)| k).collect::<Vec<_>>())
+    };
+    let add_relu = Expr {
+        nodes: vec![
+            ExprNode::Input(0),
+            ExprNode::Input(1),
+            ExprNode::Binary(BinaryOp::Add, 0, 1),
+            ExprNode::Unary(UnaryOp::Relu, 2),
+        ],
+    };
+    let k = fused(add_relu.clone(), &[6]).unwrap();
+    assert!(matches!(k.as_slice(), [Kernel::Matmul { shape, bias: Some(_), .. }] if shape.bias && shape.relu), "{k:?}");
+    // A residual of the output's shape: the product, an in-place add, an in-place ReLU.
+    let k = fused(add_relu, &[4, 6]).unwrap();
+    assert!(
+        matches!(k.as_slice(), [Kernel::Matmul { shape, .. }, Kernel::Binary { .. }, Kernel::Unary { .. }] if !shape.relu),
+        "{k:?}"
+    );
+    // An epilogue without a kernel yet names the fused node.
+    let other = Expr { nodes: vec![ExprNode::Input(0), ExprNode::Unary(UnaryOp::Sin, 0)] };
+    match fused(other, &[6]) {
+        Err(CudaError::Unsupported { node, reason, .. }) => {
+            assert_eq!(node, "fc + add + relu");
+            assert!(reason.contains("sin"), "{reason}");
+        }
+        other => panic!("expected Unsupported, got {other:?}"),
+    }
+}
