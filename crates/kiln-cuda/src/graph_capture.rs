@@ -11,7 +11,7 @@ use cudarc::driver::{CudaGraph, CudaStream};
 use crate::{CudaError, Result};
 
 /// Enqueues one launch on a stream. Must not synchronise (it may be captured).
-pub type LaunchFn = Box<dyn Fn(&CudaStream) -> Result<()>>;
+pub type LaunchFn = Box<dyn Fn(&CudaStream) -> Result<()> + Send + Sync>;
 
 /// One launch of a step, named for errors and timings.
 pub struct Launch {
@@ -43,6 +43,10 @@ pub struct CapturedGraph {
     graph: Option<CudaGraph>,
     launches: usize,
 }
+
+// SAFETY: CUDA graph objects are not internally synchronised, so they must not be used
+// from two threads at once (not Sync); moving one to another thread is allowed.
+unsafe impl Send for CapturedGraph {}
 
 impl std::fmt::Debug for CapturedGraph {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {

@@ -440,3 +440,10 @@ fn fused_epilogues_lower_to_cublaslt_epilogues_or_inplace_kernels() {
         other => panic!("expected Unsupported, got {other:?}"),
     }
 }
+
+#[test]
+fn an_executor_can_move_to_another_thread() {
+    fn send<T: Send>() {}
+    send::<kiln_cuda::Executor>();
+    send::<ExecutionPlan>();
+}
