@@ -33,6 +33,25 @@ pub enum CudaError {
     /// An error while running one node of a graph.
     #[error("node '{node}' ({op}): {source}")]
     Node { node: String, op: String, source: Box<CudaError> },
+    /// The graph itself is malformed (a cycle, a dangling value).
+    #[error("graph: {0}")]
+    Graph(String),
+    /// A value whose dtype or shape is not fully known: the CUDA backend plans memory
+    /// at build time, so every dim must be a number (bind symbolic dims first).
+    #[error("value '{value}' has no fully known shape and dtype ({fact}); bind the inputs' dims first")]
+    UnknownShape { value: String, fact: String },
+    /// An op (or an op on these dtypes/shapes) the CUDA backend has no kernel for;
+    /// reported when the executor is built, never while it runs.
+    #[error("node '{node}': op {op} is not supported on CUDA: {reason}")]
+    UnsupportedNode { node: String, op: String, reason: String },
+    /// A launch (or the check after it) of a node's work failed.
+    #[error("node '{node}' ({op}): {msg}")]
+    NodeLaunch { node: String, op: String, msg: String },
+    #[error("cuBLASLt: {what}: {msg}")]
+    Blas { what: String, msg: String },
+    /// An input given to `run` does not match the graph.
+    #[error("input '{name}': {msg}")]
+    Input { name: String, msg: String },
 }
 
 fn searched_list(paths: &[PathBuf]) -> String {

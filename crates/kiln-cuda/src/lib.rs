@@ -9,15 +9,29 @@
 //! - `launch`: typed launchers of those kernels (a loaded-module cache, device buffers
 //!   checked against shapes, the kernel for each dtype, grid sizes).
 //! - `planner`: one activation arena, offsets planned from tensor lifetimes (best fit).
+//! - `plan`: a graph with known shapes → steps in order, every value's slot (arena
+//!   offset or packed weights), aliases for reshapes, the memory report. Host only.
+//! - `memory`: the executor's device buffers (arena, weights, workspace) and views.
+//! - `blas`: cuBLASLt matrix products (FP32 without TF32 unless asked, FP16 with FP32
+//!   accumulation), algorithms enumerated by heuristic.
+//! - `executor`: per-op lowering to launches, `run` on host tensors; `graph_capture`:
+//!   the launches captured once into a CUDA graph and replayed.
 
+pub mod blas;
 pub mod device;
 mod error;
+pub mod executor;
+pub mod graph_capture;
 pub mod kernels;
 pub mod launch;
 pub mod libs;
+pub mod memory;
 pub mod nvrtc;
+pub mod plan;
 pub mod planner;
 
 pub use device::Device;
 pub use error::{CudaError, Result};
+pub use executor::{Executor, Options};
 pub use launch::{Buf, Kernels, Launcher};
+pub use plan::{ExecutionPlan, MemoryReport};
