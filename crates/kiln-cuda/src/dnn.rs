@@ -16,10 +16,15 @@
 //! included) are cuDNN's group count; a bias is added afterwards with
 //! `cudnnAddTensor`.
 //!
-//! cuDNN pads both ends of an axis alike. Asymmetric pads work when the end pad does not
-//! change the output size (pad_end < pad_begin + stride for the rows cuDNN drops); other
-//! geometries are `Unsupported`, and [`ConvGeometry::prepad`] gives the Pad to apply to
-//! the input first and the geometry that then remains.
+//! cuDNN pads both ends of an axis alike. Kiln gives it each axis's begin pad on both
+//! ends, which is exact whenever that yields the op's output size (the end pad then only
+//! adds zeros no window reads, or windows cuDNN's floor drops anyway); other geometries
+//! (SAME_UPPER with stride 2, say) are `Unsupported`, and [`ConvGeometry::prepad`] gives
+//! the zero Pad to apply to the input first and the pad-free geometry that then remains.
+//!
+//! [`Dnn::conv_forward`] creates descriptors and queries the heuristic on every call;
+//! an executor plans once ([`Dnn::plan_conv`], auto-tuning with [`ConvPlan::choose`])
+//! and calls [`Dnn::run_conv`] per inference.
 //! ConvTranspose is cuDNN's backward-data convolution, output_padding and output_shape
 //! included under the same rule.
 
