@@ -1,7 +1,7 @@
 //! Convolutions through cuDNN's legacy API, called through cudarc's `result`/`sys` layers.
 //!
 //! - [`ConvGeometry`]: a Conv or ConvTranspose resolved against its input and weight
-//!   shapes, with kiln_ir's window arithmetic ([`Window::axis`], [`ConvTranspose::axis`]),
+//!   shapes, with kiln_ir's window arithmetic ([`Window::axis`](kiln_ir::ops::nn::Window::axis), [`ConvTranspose::axis`]),
 //!   so output sizes agree with shape inference. Host only.
 //! - [`Dnn`]: one cuDNN handle. [`Dnn::plan_conv`] builds the descriptors and asks the
 //!   heuristic (`cudnnGetConvolution{Forward,BackwardData}Algorithm_v7`) for every
