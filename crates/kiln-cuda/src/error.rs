@@ -49,6 +49,9 @@ pub enum CudaError {
     NodeLaunch { node: String, op: String, msg: String },
     #[error("cuBLASLt: {what}: {msg}")]
     Blas { what: String, msg: String },
+    /// cuDNN refused a call (the status names why).
+    #[error("cuDNN: {what}: {msg}")]
+    Dnn { what: String, msg: String },
     /// An input given to `run` does not match the graph.
     #[error("input '{name}': {msg}")]
     Input { name: String, msg: String },

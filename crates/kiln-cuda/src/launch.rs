@@ -29,6 +29,7 @@ use crate::{CudaError, Device, Result};
 pub mod elementwise;
 pub mod movement;
 pub mod norm;
+pub mod pool;
 pub mod reduce;
 
 /// Threads per block of the grid-stride kernels.

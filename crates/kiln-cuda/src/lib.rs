@@ -14,11 +14,14 @@
 //! - `memory`: the executor's device buffers (arena, weights, workspace) and views.
 //! - `blas`: cuBLASLt matrix products (FP32 without TF32 unless asked, FP16 with FP32
 //!   accumulation), algorithms enumerated by heuristic.
+//! - `dnn`: cuDNN convolutions (Conv, ConvTranspose): geometry from the IR, algorithms
+//!   enumerated by heuristic, FP32 without TF32 unless asked, FP16 with FP32 accumulation.
 //! - `executor`: per-op lowering to launches, `run` on host tensors; `graph_capture`:
 //!   the launches captured once into a CUDA graph and replayed.
 
 pub mod blas;
 pub mod device;
+pub mod dnn;
 mod error;
 pub mod executor;
 pub mod graph_capture;

@@ -22,9 +22,11 @@ pub const MOVEMENT: Source = source!("movement");
 pub const REDUCE: Source = source!("reduce");
 /// LayerNormalization, RMSNormalization.
 pub const NORM: Source = source!("norm");
+/// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
+pub const POOL: Source = source!("pool");
 
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM];
+pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.
