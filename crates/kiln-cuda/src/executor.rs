@@ -774,11 +774,10 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
             l.copy_strided(*dtype, &buf(*src), &sl, &buf(*dst), &dl, &copy.dims)
         }
         Kernel::Fill { dtype, y, value } => {
-            // A constant Pad of an empty tensor: every element is the constant.
-            let shape = sh(*y);
-            let empty = vec![0usize; shape.len()];
-            let pads: Vec<(i64, i64)> = shape.iter().map(|&d| (0, d as i64)).collect();
-            l.pad(*dtype, PadMode::Constant, (&buf(*y), &empty), &pads, *value, &buf(*y))
+            // A constant Pad of an empty 1-D tensor: every element is the constant (as
+            // 1-D, so that a scalar has an axis to pad).
+            let n = sh(*y).iter().product::<usize>();
+            l.pad(*dtype, PadMode::Constant, (&buf(*y), &[0]), &[(0, n as i64)], *value, &buf(*y))
         }
         Kernel::Gather { dtype, data, axis, indices, y } => l.gather(
             *dtype,

@@ -61,6 +61,13 @@ pub(crate) fn lower(cx: &mut Cx, op: &ElementwiseOp) -> Lowered {
             Ok(vec![cx.copy_all(x, y)])
         }
         ElementwiseOp::Dropout { .. } => {
+            // Inference only: a training_mode input must be a constant false.
+            if cx.opt_input(2).is_some() {
+                let training = cx.const_ints(2, "training_mode")?;
+                if training.iter().any(|&t| t != 0) {
+                    return Err("training mode (random masks) is not supported".into());
+                }
+            }
             let x = cx.input(0)?;
             let y = cx.output(0)?;
             let mut ks = vec![cx.copy_all(x, y)];
