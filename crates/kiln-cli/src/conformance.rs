@@ -9,14 +9,17 @@ use std::process::ExitCode;
 use anyhow::{Context, bail};
 use kiln_ir::{DType, Tensor};
 use kiln_onnx::OnnxError;
+
+use crate::backend::{Backend, BackendArg, RunError};
 use rayon::prelude::*;
 use serde::Serialize;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// Backend to run the cases on.
-    #[arg(long, default_value = "cpu")]
-    backend: String,
+    /// Backend to run the cases on: cpu, cuda (GPU 0; a graph the CUDA executor refuses
+    /// when built counts as unsupported), or auto (CUDA when a GPU opens, else CPU).
+    #[arg(long, value_enum, default_value_t = crate::backend::BackendArg::Cpu)]
+    backend: crate::backend::BackendArg,
     /// Folder of the node test cases (default: the one in the Python `onnx` package
     /// found by `python3`, or $KILN_PYTHON).
     #[arg(long)]
@@ -64,8 +67,9 @@ struct CaseResult {
 }
 
 pub fn main(args: Args) -> anyhow::Result<ExitCode> {
-    if args.backend != "cpu" {
-        bail!("backend '{}' is not available (available: cpu)", args.backend);
+    let (backend, why) = Backend::select(args.backend)?;
+    if args.backend == BackendArg::Auto {
+        eprintln!("backend {why}");
     }
     let data = match &args.data {
         Some(d) => d.clone(),
@@ -78,7 +82,12 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         .filter(|p| args.filter.as_ref().is_none_or(|f| name_of(p).contains(f.as_str())))
         .collect();
     cases.sort();
-    let results: Vec<CaseResult> = cases.par_iter().map(|c| run_case_guarded(c, args.opt_level, args.layout)).collect();
+    let run = |c: &PathBuf| run_case_guarded(c, &backend, args.opt_level, args.layout);
+    // One GPU: its cases run one after another; the CPU's in parallel.
+    let results: Vec<CaseResult> = match backend {
+        Backend::Cpu => cases.par_iter().map(run).collect(),
+        Backend::Cuda(_) => cases.iter().map(run).collect(),
+    };
     for r in &results {
         if r.status == Status::Failed || args.verbose {
             println!("{:<11} {}: {}", format!("{:?}", r.status).to_uppercase(), r.name, r.detail);
@@ -92,11 +101,11 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
         std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.report_md {
-        std::fs::write(p, markdown_report(&args.backend, &results))
+        std::fs::write(p, markdown_report(backend.name(), &results))
             .with_context(|| format!("writing {}", p.display()))?;
     }
     if let Some(p) = &args.report_json {
-        let json = serde_json::json!({ "backend": args.backend, "cases": results, "ops": per_op(&results) });
+        let json = serde_json::json!({ "backend": backend.name(), "cases": results, "ops": per_op(&results) });
         std::fs::write(p, serde_json::to_string_pretty(&json)?).with_context(|| format!("writing {}", p.display()))?;
     }
     let mut ok = true;
@@ -116,7 +125,7 @@ pub fn main(args: Args) -> anyhow::Result<ExitCode> {
     }
     println!(
         "conformance {}: {} passed, {} failed, {} unsupported (of {})",
-        args.backend,
+        backend.name(),
         count(Status::Passed),
         count(Status::Failed),
         count(Status::Unsupported),
@@ -142,9 +151,9 @@ fn default_data_dir() -> anyhow::Result<PathBuf> {
     }
 }
 
-fn run_case_guarded(dir: &Path, opt_level: u8, layout: crate::LayoutArg) -> CaseResult {
+fn run_case_guarded(dir: &Path, backend: &Backend, opt_level: u8, layout: crate::LayoutArg) -> CaseResult {
     let name = name_of(dir);
-    match std::panic::catch_unwind(|| run_case(dir, opt_level, layout)) {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| run_case(dir, backend, opt_level, layout))) {
         Ok(r) => r,
         Err(p) => {
             let msg = p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string()));
@@ -158,7 +167,7 @@ fn run_case_guarded(dir: &Path, opt_level: u8, layout: crate::LayoutArg) -> Case
     }
 }
 
-fn run_case(dir: &Path, opt_level: u8, layout: crate::LayoutArg) -> CaseResult {
+fn run_case(dir: &Path, backend: &Backend, opt_level: u8, layout: crate::LayoutArg) -> CaseResult {
     let name = name_of(dir);
     let model = match kiln_onnx::load(dir.join("model.onnx")) {
         Ok(m) => m,
@@ -187,7 +196,7 @@ fn run_case(dir: &Path, opt_level: u8, layout: crate::LayoutArg) -> CaseResult {
         return result(Status::Failed, "no test data sets".into());
     }
     for set in &sets {
-        if let Err((status, msg)) = run_data_set(&graph, set) {
+        if let Err((status, msg)) = run_data_set(backend, &graph, set) {
             return result(status, format!("{}: {msg}", name_of(set)));
         }
     }
@@ -218,22 +227,15 @@ fn read_numbered(set: &Path, prefix: &str) -> Result<Vec<Tensor>, (Status, Strin
     Ok(out)
 }
 
-fn run_data_set(graph: &kiln_ir::Graph, set: &Path) -> Result<(), (Status, String)> {
+fn run_data_set(backend: &Backend, graph: &kiln_ir::Graph, set: &Path) -> Result<(), (Status, String)> {
     let inputs = read_numbered(set, "input")?;
     let expected = read_numbered(set, "output")?;
     if inputs.len() != graph.inputs.len() {
         return Err((Status::Failed, format!("{} inputs given, the model takes {}", inputs.len(), graph.inputs.len())));
     }
-    let outputs = kiln_cpu::run(graph, &inputs).map_err(|e| {
-        let status = if matches!(
-            root_cause(&e),
-            kiln_cpu::CpuError::UnsupportedDType { .. } | kiln_cpu::CpuError::Unsupported { .. }
-        ) {
-            Status::Unsupported
-        } else {
-            Status::Failed
-        };
-        (status, e.to_string())
+    let outputs = crate::backend::run(backend, graph, &inputs).map_err(|e| match e {
+        RunError::Unsupported(m) => (Status::Unsupported, m),
+        RunError::Failed(m) => (Status::Failed, m),
     })?;
     if outputs.len() != expected.len() {
         return Err((Status::Failed, format!("{} outputs, expected {}", outputs.len(), expected.len())));
@@ -243,13 +245,6 @@ fn run_data_set(graph: &kiln_ir::Graph, set: &Path) -> Result<(), (Status, Strin
         compare(got, want).map_err(|m| (Status::Failed, format!("output '{name}': {m}")))?;
     }
     Ok(())
-}
-
-fn root_cause(e: &kiln_cpu::CpuError) -> &kiln_cpu::CpuError {
-    match e {
-        kiln_cpu::CpuError::Node { source, .. } => root_cause(source),
-        e => e,
-    }
 }
 
 /// The ONNX runner's check: same dtype and shape; floats within

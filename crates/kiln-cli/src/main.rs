@@ -1,5 +1,6 @@
 //! `kiln`: build, run, inspect and check models.
 
+mod backend;
 mod conformance;
 mod dot;
 mod inputs;

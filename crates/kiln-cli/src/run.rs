@@ -1,4 +1,5 @@
-//! `kiln run`: import a model, run it on the CPU backend, and summarise its outputs.
+//! `kiln run`: import a model, run it on a backend (CPU, CUDA or auto), and summarise
+//! its outputs.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -29,9 +30,9 @@ pub struct Args {
     /// its argmax over the last axis.
     #[arg(long)]
     labels: Option<PathBuf>,
-    /// Backend to run on (only `cpu` for now).
-    #[arg(long, default_value = "cpu")]
-    backend: String,
+    /// Backend to run on: cpu, cuda (GPU 0), or auto (CUDA when a GPU opens, else CPU).
+    #[arg(long, value_enum, default_value_t = crate::backend::BackendArg::Cpu)]
+    backend: crate::backend::BackendArg,
     /// Optimisation level (0: run the graph as imported).
     #[arg(long, default_value_t = kiln_opt::pipeline::DEFAULT_LEVEL)]
     opt_level: u8,
@@ -44,8 +45,9 @@ pub struct Args {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    if args.backend != "cpu" {
-        bail!("backend '{}' is not available (available: cpu)", args.backend);
+    let (backend, why) = crate::backend::Backend::select(args.backend)?;
+    if args.backend == crate::backend::BackendArg::Auto {
+        eprintln!("backend {why}");
     }
     let t0 = Instant::now();
     let model = kiln_onnx::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
@@ -64,7 +66,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut notes = Vec::new();
     let inputs = make_inputs(graph, &args.inputs, &args.shapes, args.seed, &mut notes)?;
     let t1 = Instant::now();
-    let outputs = kiln_cpu::run(graph, &inputs).with_context(|| format!("running {}", args.model.display()))?;
+    let outputs = crate::backend::run_or_fail(&backend, graph, &inputs)
+        .with_context(|| format!("running {}", args.model.display()))?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;
     let names: Vec<String> = graph.outputs.iter().map(|o| graph.outlet_name(*o).to_string()).collect();
     if let Some(dir) = &args.output_dir {
@@ -81,7 +84,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     if args.json {
         let outs: Vec<_> = names.iter().zip(&outputs).map(|(n, t)| summary_json(n, t)).collect();
         let report = json!({
-            "model": args.model.display().to_string(), "backend": args.backend,
+            "model": args.model.display().to_string(), "backend": backend.name(),
             "load_ms": load_ms, "opt_level": args.opt_level, "optimize_ms": opt_ms,
             "nodes": kiln_opt::layer_count(&model.graph), "layers": layers, "run_ms": run_ms, "notes": notes, "outputs": outs,
             "accuracy": accuracy.map(|(c, n)| json!({"correct": c, "total": n, "accuracy": c as f64 / n as f64})),
@@ -100,7 +103,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             kiln_opt::layer_count(&model.graph)
         );
     }
-    println!("backend {} (ran in {run_ms:.1} ms)", args.backend);
+    println!("backend {why} (ran in {run_ms:.1} ms)");
     for (name, t) in names.iter().zip(&outputs) {
         println!("output  {name}: {} {:?}  {}", t.dtype(), t.shape(), summary_text(t));
     }

@@ -210,3 +210,43 @@ fn run_at_opt_level_zero_and_three_agree() {
     assert_eq!(outs[1].0, 1);
     assert_eq!(outs[0].1, outs[1].1);
 }
+
+/// Whether this machine has a usable GPU (the no-GPU tests below then say nothing).
+fn has_gpu() -> bool {
+    kiln_cuda::Device::open(0).is_ok()
+}
+
+#[test]
+fn cuda_without_a_gpu_is_an_error_naming_what_is_missing() {
+    if has_gpu() {
+        return;
+    }
+    let dir = temp_dir("cuda");
+    let model = relu_model(&dir);
+    let m = model.to_str().unwrap();
+    let (ok, _, err) = kiln(&["run", m, "--backend", "cuda", "--shapes", "x:2x3"]);
+    assert!(!ok, "{err}");
+    assert!(err.contains("backend cuda is not available"), "{err}");
+    // The library (or the GPU) that is missing is named.
+    assert!(err.contains("libcuda") || err.contains("no CUDA GPU"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+    let (ok, _, err) = kiln(&["conformance", "--backend", "cuda", "--data", dir.to_str().unwrap()]);
+    assert!(!ok && err.contains("backend cuda is not available"), "{err}");
+    // An unknown backend is refused by the argument parser, listing the choices.
+    let (ok, _, err) = kiln(&["run", m, "--backend", "tpu"]);
+    assert!(!ok && err.contains("cpu") && err.contains("cuda") && err.contains("auto"), "{err}");
+}
+
+#[test]
+fn auto_falls_back_to_the_cpu_and_says_why() {
+    if has_gpu() {
+        return;
+    }
+    let dir = temp_dir("auto");
+    let model = relu_model(&dir);
+    let (ok, out, err) = kiln(&["run", model.to_str().unwrap(), "--backend", "auto", "--shapes", "x:2x3"]);
+    assert!(ok, "{err}");
+    assert!(err.contains("backend auto: cpu (no CUDA GPU:"), "{err}");
+    assert!(out.contains("backend auto: cpu"), "{out}");
+    assert!(out.contains("output  y: f32 [2, 3]"), "{out}");
+}

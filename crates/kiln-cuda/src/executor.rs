@@ -9,23 +9,25 @@
 //! `run` copies the inputs into their arena slots, replays the graph (or enqueues the
 //! launches one by one, checking each in debug builds) and copies the outputs back.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
-use cudarc::driver::{CudaContext, CudaFunction, CudaModule, CudaStream, LaunchConfig, PushKernelArg};
-use cudarc::nvrtc::Ptx;
-use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp, VariadicOp};
+use cudarc::driver::{CudaContext, CudaStream};
+use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp};
+use kiln_ir::ops::movement::PadMode;
 use kiln_ir::ops::nn::NnOp;
-use kiln_ir::ops::{ElementwiseOp, Expr, ExprNode, FusedOp, Op};
+use kiln_ir::ops::reduce::ReduceKind;
+use kiln_ir::ops::{Expr, ExprNode, FusedOp, Op};
 use kiln_ir::tensor::Bytes;
 use kiln_ir::{DType, Graph, Tensor};
 
 use crate::blas::{Blas, BlasType, MatmulPlan, MatmulShape, Operands};
 use crate::graph_capture::{CapturedGraph, Launch, LaunchFn};
-use crate::kernels::{self, BinaryCode, MAX_RANK, Strides, UnaryCode};
+use crate::kernels::{BinaryCode, CompareCode, Strides, UnaryCode};
+use crate::launch::movement::Layout;
+use crate::launch::{Buf, Kernels, Launcher};
+use crate::lower;
 use crate::memory::{BufferKind, DeviceBuffer, DeviceMemory};
-use crate::nvrtc::Compiler;
-use crate::plan::{ExecutionPlan, SlotId, Step};
+use crate::plan::{ExecutionPlan, Slot, SlotId, Step};
 use crate::{CudaError, Device, Result};
 
 #[derive(Clone, Debug)]
@@ -55,47 +57,169 @@ impl Default for Options {
     }
 }
 
-/// What a step becomes on the GPU: zero or more kernels, decided on the host.
+/// What a step becomes on the GPU: zero or more kernels, decided on the host. Operands
+/// are slots (the plan's, or temporaries in the workspace numbered after them); shapes
+/// come from the slots.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Kernel {
-    /// `elementwise.cu`'s `kiln_unary_*`.
-    Unary { code: UnaryCode, dtype: DType, x: SlotId, y: SlotId, n: usize },
-    /// `elementwise.cu`'s broadcasting `kiln_binary_*` (`a` may be `y`: in place).
+    /// `kiln_unary_*` over `n` elements (`x` may be `y`: in place); `p` the parameters.
+    Unary {
+        code: UnaryCode,
+        p: [f32; 2],
+        dtype: DType,
+        x: SlotId,
+        y: SlotId,
+        n: usize,
+    },
+    /// Broadcasting `kiln_binary_*` (`a` may be `y`: in place).
     Binary {
         code: BinaryCode,
         dtype: DType,
         a: SlotId,
         b: SlotId,
         y: SlotId,
+    },
+    /// Broadcasting comparison or logic into bool `y`; `dtype` is the inputs'.
+    Compare {
+        code: CompareCode,
+        dtype: DType,
+        a: SlotId,
+        b: SlotId,
+        y: SlotId,
+    },
+    /// `out = cond ? x : y`, broadcasting.
+    Where {
+        dtype: DType,
+        cond: SlotId,
+        x: SlotId,
+        y: SlotId,
+        out: SlotId,
+    },
+    Cast {
+        from: DType,
+        to: DType,
+        x: SlotId,
+        y: SlotId,
         n: usize,
-        rank: usize,
-        strides: StridesEq,
+    },
+    /// The strided copy from `src` to `dst`.
+    Copy {
+        dtype: DType,
+        src: SlotId,
+        dst: SlotId,
+        copy: CopySpec,
+    },
+    /// Every element of `y` set to `value`.
+    Fill {
+        dtype: DType,
+        y: SlotId,
+        value: f64,
+    },
+    Gather {
+        dtype: DType,
+        data: SlotId,
+        axis: usize,
+        indices: SlotId,
+        y: SlotId,
+    },
+    Pad {
+        dtype: DType,
+        mode: PadMode,
+        x: SlotId,
+        pads: Vec<(i64, i64)>,
+        value: f64,
+        y: SlotId,
+    },
+    Reduce {
+        kind: ReduceKind,
+        dtype: DType,
+        x: SlotId,
+        axes: Vec<usize>,
+        y: SlotId,
+    },
+    ArgReduce {
+        max: bool,
+        last: bool,
+        dtype: DType,
+        x: SlotId,
+        axis: usize,
+        y: SlotId,
+    },
+    Softmax {
+        log: bool,
+        dtype: DType,
+        x: SlotId,
+        axis: usize,
+        coerce_2d: bool,
+        y: SlotId,
+    },
+    LayerNorm {
+        dtype: DType,
+        x: SlotId,
+        axis: usize,
+        scale: SlotId,
+        bias: Option<SlotId>,
+        eps: f32,
+        y: SlotId,
+        stats: Option<(SlotId, SlotId)>,
+    },
+    RmsNorm {
+        dtype: DType,
+        x: SlotId,
+        axis: usize,
+        scale: SlotId,
+        eps: f32,
+        y: SlotId,
     },
     /// A cuBLASLt product.
-    Matmul { shape: MatmulShape, a: SlotId, b: SlotId, c: Option<SlotId>, bias: Option<SlotId>, y: SlotId },
+    Matmul {
+        shape: MatmulShape,
+        a: SlotId,
+        b: SlotId,
+        c: Option<SlotId>,
+        bias: Option<SlotId>,
+        y: SlotId,
+    },
 }
 
-/// [`Strides`] with equality, for tests of the lowering.
-#[derive(Clone, Copy, Debug)]
-pub struct StridesEq(pub Strides);
-
-impl PartialEq for StridesEq {
-    fn eq(&self, o: &StridesEq) -> bool {
-        self.0.out_dims == o.0.out_dims && self.0.a == o.0.a && self.0.b == o.0.b
-    }
+/// A strided copy (see `Launcher::copy_strided`), in elements.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CopySpec {
+    pub dims: Vec<usize>,
+    pub src_offset: isize,
+    pub src_strides: Vec<isize>,
+    pub dst_offset: isize,
+    pub dst_strides: Vec<isize>,
 }
+
+/// `(step index, kernels)` for every step, in order.
+pub type Lowering = Vec<(usize, Vec<Kernel>)>;
 
 /// A plan's steps as kernels, in order: `(step index, kernels)`. Host only, so that what
 /// a graph needs can be checked without a GPU.
-pub fn lower(plan: &ExecutionPlan, options: &Options) -> Result<Vec<(usize, Vec<Kernel>)>> {
-    plan.steps.iter().enumerate().map(|(i, s)| Ok((i, lower_step(plan, s, options)?))).collect()
+pub fn lower(plan: &ExecutionPlan, options: &Options) -> Result<Lowering> {
+    lower_with_temps(plan, options).map(|(k, _)| k)
+}
+
+/// [`lower`], with the temporaries the kernels use (slots numbered after the plan's, in
+/// the workspace; each step's start at offset 0, as steps run one after another).
+pub fn lower_with_temps(plan: &ExecutionPlan, options: &Options) -> Result<(Lowering, Vec<Slot>)> {
+    let mut temps = Vec::new();
+    let mut out = Vec::with_capacity(plan.steps.len());
+    for (i, s) in plan.steps.iter().enumerate() {
+        out.push((i, lower_step_with(plan, s, options, &mut temps)?));
+    }
+    Ok((out, temps))
 }
 
 /// The per-op dispatch: which kernels run a step. Every op the CUDA backend supports
 /// is matched here; anything else is `UnsupportedNode`, naming the node, op and reason.
 pub fn lower_step(plan: &ExecutionPlan, step: &Step, options: &Options) -> Result<Vec<Kernel>> {
-    let unsupported =
-        |reason: String| CudaError::UnsupportedNode { node: step.node.clone(), op: step.op.name().to_string(), reason };
+    lower_step_with(plan, step, options, &mut Vec::new())
+}
+
+fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: &mut Vec<Slot>) -> Result<Vec<Kernel>> {
+    let unsupported = |reason: String| lower::unsupported(step, reason);
     if step.alias {
         return Ok(vec![]);
     }
@@ -103,14 +227,35 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step, options: &Options) -> Resul
     if !step.outputs.is_empty() && step.outputs.iter().all(|&o| plan.slot(o).bytes == 0) {
         return Ok(vec![]);
     }
+    let mut cx = lower::Cx { plan, step, temps, temp_bytes: 0 };
+    let r = match &step.op {
+        Op::Elementwise(e) => lower::elementwise::lower(&mut cx, e),
+        Op::Movement(m) => lower::movement::lower(&mut cx, m),
+        Op::Reduce(r) => lower::reduce::lower(&mut cx, r),
+        Op::Fused(FusedOp::Elementwise(e)) => (|| {
+            let y = cx.single_output()?;
+            let inputs: Vec<SlotId> =
+                (0..step.inputs.len()).map(|i| cx.input(i)).collect::<std::result::Result<_, String>>()?;
+            lower::fused::expr(&mut cx, e, &inputs, y)
+        })(),
+        Op::Fused(FusedOp::ConcatInPlace { axis }) => {
+            cx.single_output().and_then(|y| lower::movement::concat(&cx, *axis, y))
+        }
+        Op::Fused(FusedOp::SliceView { axis, windows }) => {
+            cx.input(0).and_then(|x| lower::movement::split(&cx, x, *axis, windows))
+        }
+        Op::Nn(_) | Op::Fused(FusedOp::Layer(_)) => return lower_blas(&mut cx, options),
+        _ => Err("no CUDA kernel for this op yet".into()),
+    };
+    r.map_err(unsupported)
+}
+
+/// MatMul, Gemm and fused layers with those cores.
+fn lower_blas(cx: &mut lower::Cx, options: &Options) -> Result<Vec<Kernel>> {
+    let (plan, step) = (cx.plan, cx.step);
+    let unsupported = |reason: String| lower::unsupported(step, reason);
     let input = |i: usize| -> Result<SlotId> {
         step.inputs.get(i).copied().flatten().ok_or_else(|| unsupported(format!("input {i} is missing")))
-    };
-    let float = |dtype: DType| -> Result<()> {
-        match dtype {
-            DType::F32 | DType::F16 => Ok(()),
-            d => Err(unsupported(format!("dtype {d} (f32 and f16 only)"))),
-        }
     };
     let single_output = || -> Result<SlotId> {
         match step.outputs.as_slice() {
@@ -119,29 +264,6 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step, options: &Options) -> Resul
         }
     };
     match &step.op {
-        Op::Elementwise(ElementwiseOp::Unary(u)) => {
-            let code = unary_code(u).ok_or_else(|| unsupported("no CUDA kernel for this activation yet".into()))?;
-            let (x, y) = (input(0)?, single_output()?);
-            let dtype = plan.slot(y).dtype;
-            float(dtype)?;
-            if plan.slot(x).dtype != dtype || plan.slot(x).shape != plan.slot(y).shape {
-                return Err(unsupported("input and output differ in dtype or shape".into()));
-            }
-            Ok(vec![Kernel::Unary { code, dtype, x, y, n: plan.slot(y).len() }])
-        }
-        Op::Elementwise(ElementwiseOp::Binary(b)) => {
-            let code = binary_code(b).ok_or_else(|| unsupported("no CUDA kernel for this binary op yet".into()))?;
-            binary(plan, code, input(0)?, input(1)?, single_output()?).map_err(unsupported).map(|k| vec![k])
-        }
-        Op::Elementwise(ElementwiseOp::Variadic(v)) if step.inputs.len() == 2 => {
-            let code = match v {
-                VariadicOp::Sum => BinaryCode::Add,
-                VariadicOp::Max => BinaryCode::Max,
-                VariadicOp::Min => BinaryCode::Min,
-                VariadicOp::Mean => return Err(unsupported("Mean has no CUDA kernel yet".into())),
-            };
-            binary(plan, code, input(0)?, input(1)?, single_output()?).map_err(unsupported).map(|k| vec![k])
-        }
         Op::Nn(NnOp::MatMul) => {
             let (a, b, y) = (input(0)?, input(1)?, single_output()?);
             matmul(plan, a, b, y, options).map_err(unsupported).map(|k| vec![k])
@@ -161,8 +283,18 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step, options: &Options) -> Resul
                 _ if l.core_inputs == 2 => vec![matmul(plan, input(0)?, input(1)?, y, options).map_err(unsupported)?],
                 _ => return Err(unsupported(format!("{} core inputs", l.core_inputs))),
             };
-            let epi = Epilogue::of(&l.epilogue)
-                .ok_or_else(|| unsupported(format!("epilogue {} has no CUDA kernel yet", l.epilogue.describe())))?;
+            let Some(epi) = Epilogue::of(&l.epilogue) else {
+                // Any other epilogue: evaluated after the product, in place on y.
+                let mut inputs = vec![y];
+                for i in 1..l.epilogue.arity().max(1) {
+                    inputs.push(input(l.core_inputs + i - 1)?);
+                }
+                kernels.extend(
+                    lower::fused::expr(cx, &l.epilogue, &inputs, y)
+                        .map_err(|r| unsupported(format!("epilogue {}: {r}", l.epilogue.describe())))?,
+                );
+                return Ok(kernels);
+            };
             if let Some(i) = epi.add {
                 let r = input(l.core_inputs + i - 1)?;
                 let (sr, n) = (plan.slot(r), plan.slot(y).shape.last().copied().unwrap_or(1));
@@ -172,7 +304,9 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step, options: &Options) -> Resul
                         shape.bias = true;
                         *bias = Some(r);
                     }
-                    _ => kernels.push(binary(plan, BinaryCode::Add, y, r, y).map_err(unsupported)?),
+                    _ => kernels.push(
+                        lower::elementwise::binary_code_kernel(cx, BinaryCode::Add, y, r, y).map_err(unsupported)?,
+                    ),
                 }
             }
             if epi.relu {
@@ -180,7 +314,7 @@ pub fn lower_step(plan: &ExecutionPlan, step: &Step, options: &Options) -> Resul
                     [Kernel::Matmul { shape, .. }] => shape.relu = true,
                     _ => {
                         let (dtype, n) = (plan.slot(y).dtype, plan.slot(y).len());
-                        kernels.push(Kernel::Unary { code: UnaryCode::Relu, dtype, x: y, y, n });
+                        kernels.push(Kernel::Unary { code: UnaryCode::Relu, p: [0.0; 2], dtype, x: y, y, n });
                     }
                 }
             }
@@ -214,57 +348,6 @@ impl Epilogue {
             _ => None,
         }
     }
-}
-
-fn unary_code(u: &UnaryOp) -> Option<UnaryCode> {
-    Some(match u {
-        UnaryOp::Relu => UnaryCode::Relu,
-        UnaryOp::Sigmoid => UnaryCode::Sigmoid,
-        UnaryOp::Tanh => UnaryCode::Tanh,
-        UnaryOp::Exp => UnaryCode::Exp,
-        UnaryOp::Log => UnaryCode::Log,
-        UnaryOp::Sqrt => UnaryCode::Sqrt,
-        UnaryOp::Neg => UnaryCode::Neg,
-        UnaryOp::Abs => UnaryCode::Abs,
-        UnaryOp::Erf => UnaryCode::Erf,
-        UnaryOp::Gelu { tanh: false } => UnaryCode::Gelu,
-        UnaryOp::Swish { alpha } if *alpha == 1.0 => UnaryCode::Silu,
-        _ => return None,
-    })
-}
-
-fn binary_code(b: &BinaryOp) -> Option<BinaryCode> {
-    Some(match b {
-        BinaryOp::Add => BinaryCode::Add,
-        BinaryOp::Sub => BinaryCode::Sub,
-        BinaryOp::Mul => BinaryCode::Mul,
-        BinaryOp::Div => BinaryCode::Div,
-        BinaryOp::Pow => BinaryCode::Pow,
-        _ => return None,
-    })
-}
-
-fn binary(
-    plan: &ExecutionPlan,
-    code: BinaryCode,
-    a: SlotId,
-    b: SlotId,
-    y: SlotId,
-) -> std::result::Result<Kernel, String> {
-    let (sa, sb, sy) = (plan.slot(a), plan.slot(b), plan.slot(y));
-    let dtype = sy.dtype;
-    if !matches!(dtype, DType::F32 | DType::F16) {
-        return Err(format!("dtype {dtype} (f32 and f16 only)"));
-    }
-    if sa.dtype != dtype || sb.dtype != dtype {
-        return Err(format!("mixed dtypes {} and {} into {dtype}", sa.dtype, sb.dtype));
-    }
-    if sy.shape.len() > MAX_RANK {
-        return Err(format!("rank {} (at most {MAX_RANK})", sy.shape.len()));
-    }
-    let strides = Strides::broadcast(&sa.shape, &sb.shape, &sy.shape)
-        .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast to {:?}", sa.shape, sb.shape, sy.shape))?;
-    Ok(Kernel::Binary { code, dtype, a, b, y, n: sy.len(), rank: sy.shape.len(), strides: StridesEq(strides) })
 }
 
 fn blas_type(dtype: DType) -> std::result::Result<BlasType, String> {
@@ -377,7 +460,10 @@ fn gemm(
         return Ok(vec![Kernel::Matmul { shape, a, b, c: None, bias: Some(c), y }]);
     }
     // Any other broadcast: the product, then C added in place.
-    Ok(vec![Kernel::Matmul { shape, a, b, c: None, bias: None, y }, binary(plan, BinaryCode::Add, y, c, y)?])
+    let (dtype, ys) = (sy.dtype, sy.shape.clone());
+    Strides::broadcast(&ys, &sc.shape, &ys).ok_or_else(|| format!("C of shape {:?} into {ys:?}", sc.shape))?;
+    let add = Kernel::Binary { code: BinaryCode::Add, dtype, a: y, b: c, y };
+    Ok(vec![Kernel::Matmul { shape, a, b, c: None, bias: None, y }, add])
 }
 
 /// How long one launch took (`Executor::run_timed`).
@@ -412,47 +498,13 @@ impl std::fmt::Debug for Executor {
     }
 }
 
-/// Kernel modules, compiled (or read from the cache) on first use.
-struct Modules<'d> {
-    dev: &'d Device,
-    compiler: Option<Compiler>,
-    loaded: HashMap<&'static str, Arc<CudaModule>>,
-}
-
-impl Modules<'_> {
-    fn function(&mut self, source: kernels::Source, name: &str) -> Result<CudaFunction> {
-        if !self.loaded.contains_key(source.name) {
-            if self.compiler.is_none() {
-                self.compiler = Some(Compiler::new(&self.dev.arch())?);
-            }
-            let compiler = self.compiler.as_ref().expect("just made");
-            let compiled = compiler.compile(source.name, source.code)?;
-            let module = self
-                .dev
-                .ctx
-                .load_module(Ptx::from_binary(compiled.cubin))
-                .map_err(|e| CudaError::driver(format!("loading kernel module {}", source.name), e))?;
-            self.loaded.insert(source.name, module);
-        }
-        self.loaded[source.name].load_function(name).map_err(|e| CudaError::driver(format!("loading kernel {name}"), e))
-    }
-}
-
-fn grid(n: usize) -> LaunchConfig {
-    const BLOCK: usize = 256;
-    let blocks = n.div_ceil(BLOCK).clamp(1, 1 << 20) as u32;
-    LaunchConfig { grid_dim: (blocks, 1, 1), block_dim: (BLOCK as u32, 1, 1), shared_mem_bytes: 0 }
-}
-
-fn suffix(dtype: DType) -> &'static str {
-    if dtype == DType::F16 { "f16" } else { "f32" }
-}
-
 impl Executor {
     /// Plans `graph` (all shapes known), lowers every step, allocates and uploads.
     pub fn new(dev: &Device, graph: &Graph, options: Options) -> Result<Executor> {
-        let plan = ExecutionPlan::new(graph)?;
-        let lowered = lower(&plan, &options)?;
+        let mut plan = ExecutionPlan::new(graph)?;
+        let (lowered, temps) = lower_with_temps(&plan, &options)?;
+        let temp_bytes = temps.iter().map(|t| t.view.offset + t.bytes).max().unwrap_or(0);
+        plan.slots.extend(temps);
         let ctx = dev.ctx.clone();
         // The legacy default stream cannot be captured: the executor has its own.
         let stream = ctx.new_stream().map_err(|e| CudaError::driver("creating a stream", e))?;
@@ -497,45 +549,54 @@ impl Executor {
                 });
             }
         }
-        let workspace = matmuls.iter().flatten().map(|m| m.workspace_bytes()).max().unwrap_or(0);
+        let workspace = matmuls.iter().flatten().map(|m| m.workspace_bytes()).max().unwrap_or(0).max(temp_bytes);
         memory.workspace = DeviceBuffer::alloc(&ctx, workspace, "the workspace")?;
 
-        let mut modules = Modules { dev, compiler: None, loaded: HashMap::new() };
+        // The launchers enqueue on the executor's stream, through its own device handle.
+        let exec_dev = Arc::new(Device {
+            ctx: ctx.clone(),
+            stream: stream.clone(),
+            name: dev.name.clone(),
+            compute_capability: dev.compute_capability,
+            total_memory: dev.total_memory,
+            driver_version: dev.driver_version,
+        });
+        let needs_kernels = lowered.iter().flat_map(|(_, ks)| ks).any(|k| !matches!(k, Kernel::Matmul { .. }));
+        let kernels = if needs_kernels {
+            let k = Arc::new(Kernels::new(&exec_dev)?);
+            // Every module compiled and loaded now: nothing of the sort during a capture.
+            k.load_all()?;
+            Some(k)
+        } else {
+            None
+        };
+        // Every slot's address, bytes and shape, shared by the launches.
+        let bufs: Arc<Vec<Resolved>> = Arc::new(
+            plan.slots
+                .iter()
+                .map(|s| {
+                    Ok(Resolved { addr: memory.ptr(s.view)?, bytes: s.bytes, dtype: s.dtype, shape: s.shape.clone() })
+                })
+                .collect::<Result<_>>()?,
+        );
         let mut launches = Vec::new();
         let mut matmuls = matmuls.into_iter();
-        for (i, kernels) in lowered {
+        for (i, step_kernels) in lowered {
             let step = &plan.steps[i];
-            for k in kernels {
+            for k in step_kernels {
                 let mm = matmuls.next().flatten();
                 let run: LaunchFn = match k {
-                    Kernel::Unary { code, dtype, x, y, n } => {
-                        let f = modules.function(kernels::ELEMENTWISE, &format!("kiln_unary_{}", suffix(dtype)))?;
-                        let (op, x, y, n64) = (code as i32, ptr(&memory, x)?, ptr(&memory, y)?, n as i64);
-                        Box::new(move |s: &CudaStream| {
-                            let mut l = s.launch_builder(&f);
-                            l.arg(&op).arg(&x).arg(&y).arg(&n64);
-                            // SAFETY: the argument list matches `kiln_unary_*`; x and y hold n elements.
-                            unsafe { l.launch(grid(n)) }.map(|_| ()).map_err(|e| CudaError::driver("launch", e))
-                        })
-                    }
-                    Kernel::Binary { code, dtype, a, b, y, n, rank, strides } => {
-                        let f = modules.function(kernels::ELEMENTWISE, &format!("kiln_binary_{}", suffix(dtype)))?;
-                        let (op, a, b, y) = (code as i32, ptr(&memory, a)?, ptr(&memory, b)?, ptr(&memory, y)?);
-                        let (n64, rank, strides) = (n as i64, rank as i32, strides.0);
-                        Box::new(move |s: &CudaStream| {
-                            let mut l = s.launch_builder(&f);
-                            l.arg(&op).arg(&a).arg(&b).arg(&y).arg(&n64).arg(&rank).arg(&strides);
-                            // SAFETY: the argument list matches `kiln_binary_*`; the strides
-                            // keep every index inside a and b, y holds n elements.
-                            unsafe { l.launch(grid(n)) }.map(|_| ()).map_err(|e| CudaError::driver("launch", e))
-                        })
-                    }
                     Kernel::Matmul { .. } => {
                         let mm = mm.ok_or_else(|| CudaError::Graph("a product without a cuBLASLt plan".into()))?;
                         let (ws, ws_bytes) = (memory.workspace.ptr(), memory.workspace.bytes());
                         // SAFETY: the plan's operands and the workspace live as long as the
                         // executor, which owns this closure.
                         Box::new(move |s: &CudaStream| unsafe { mm.run(s, ws, ws_bytes) })
+                    }
+                    k => {
+                        let (dev, kernels, bufs) = (exec_dev.clone(), kernels.clone(), bufs.clone());
+                        let kernels = kernels.ok_or_else(|| CudaError::Graph("kernels not loaded".into()))?;
+                        Box::new(move |_: &CudaStream| run_kernel(&Launcher::new(&dev, &kernels), &k, &bufs))
                     }
                 };
                 launches.push(Launch { node: step.node.clone(), op: step.op.name().to_string(), run });
@@ -678,5 +739,81 @@ pub fn buffer_name(kind: BufferKind) -> &'static str {
         BufferKind::Arena => "arena",
         BufferKind::Weights => "weights",
         BufferKind::Workspace => "workspace",
+    }
+}
+
+/// A slot as the launches see it.
+struct Resolved {
+    addr: u64,
+    bytes: usize,
+    dtype: DType,
+    shape: Vec<usize>,
+}
+
+/// Enqueues one (non-cuBLASLt) kernel through the launchers.
+fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
+    // SAFETY: every address is a slot of the executor's arena, weights or workspace,
+    // which live as long as the executor that owns the launches.
+    let buf = |id: SlotId| unsafe { Buf::from_raw(s[id].addr, s[id].bytes) };
+    let sh = |id: SlotId| s[id].shape.as_slice();
+    match k {
+        Kernel::Unary { code, p, dtype, x, y, n } => l.unary(*code, *p, *dtype, &buf(*x), &buf(*y), *n),
+        Kernel::Binary { code, dtype, a, b, y } => {
+            l.binary(*code, *dtype, (&buf(*a), sh(*a)), (&buf(*b), sh(*b)), &buf(*y), sh(*y))
+        }
+        Kernel::Compare { code, dtype, a, b, y } => {
+            l.compare(*code, *dtype, (&buf(*a), sh(*a)), (&buf(*b), sh(*b)), &buf(*y), sh(*y))
+        }
+        Kernel::Where { dtype, cond, x, y, out } => {
+            l.where_(*dtype, (&buf(*cond), sh(*cond)), (&buf(*x), sh(*x)), (&buf(*y), sh(*y)), &buf(*out), sh(*out))
+        }
+        Kernel::Cast { from, to, x, y, n } => l.cast(*from, *to, &buf(*x), &buf(*y), *n),
+        Kernel::Copy { dtype, src, dst, copy } => {
+            let sl = Layout { offset: copy.src_offset, strides: copy.src_strides.clone() };
+            let dl = Layout { offset: copy.dst_offset, strides: copy.dst_strides.clone() };
+            l.copy_strided(*dtype, &buf(*src), &sl, &buf(*dst), &dl, &copy.dims)
+        }
+        Kernel::Fill { dtype, y, value } => {
+            // A constant Pad of an empty 1-D tensor: every element is the constant (as
+            // 1-D, so that a scalar has an axis to pad).
+            let n = sh(*y).iter().product::<usize>();
+            l.pad(*dtype, PadMode::Constant, (&buf(*y), &[0]), &[(0, n as i64)], *value, &buf(*y))
+        }
+        Kernel::Gather { dtype, data, axis, indices, y } => l.gather(
+            *dtype,
+            (&buf(*data), sh(*data)),
+            *axis,
+            s[*indices].dtype,
+            (&buf(*indices), sh(*indices)),
+            &buf(*y),
+            None,
+        ),
+        Kernel::Pad { dtype, mode, x, pads, value, y } => {
+            l.pad(*dtype, *mode, (&buf(*x), sh(*x)), pads, *value, &buf(*y))
+        }
+        Kernel::Reduce { kind, dtype, x, axes, y } => l.reduce(*kind, *dtype, (&buf(*x), sh(*x)), axes, &buf(*y)),
+        Kernel::ArgReduce { max, last, dtype, x, axis, y } => {
+            l.arg_reduce(*max, *last, *dtype, (&buf(*x), sh(*x)), *axis, &buf(*y))
+        }
+        Kernel::Softmax { log, dtype, x, axis, coerce_2d, y } => {
+            l.softmax(*log, *dtype, (&buf(*x), sh(*x)), *axis, *coerce_2d, &buf(*y))
+        }
+        Kernel::LayerNorm { dtype, x, axis, scale, bias, eps, y, stats } => {
+            let (bb, sb) = (bias.map(buf), stats.map(|(m, r)| (buf(m), buf(r))));
+            l.layer_norm(
+                *dtype,
+                (&buf(*x), sh(*x)),
+                *axis,
+                (&buf(*scale), sh(*scale)),
+                bb.as_ref().zip(*bias).map(|(b, id)| (b, sh(id))),
+                *eps,
+                &buf(*y),
+                sb.as_ref().map(|(m, r)| (m, r)),
+            )
+        }
+        Kernel::RmsNorm { dtype, x, axis, scale, eps, y } => {
+            l.rms_norm(*dtype, (&buf(*x), sh(*x)), *axis, (&buf(*scale), sh(*scale)), *eps, &buf(*y))
+        }
+        Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
     }
 }

@@ -28,6 +28,7 @@ pub mod graph_capture;
 pub mod kernels;
 pub mod launch;
 pub mod libs;
+pub mod lower;
 pub mod memory;
 pub mod nvrtc;
 pub mod plan;

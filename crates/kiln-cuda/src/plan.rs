@@ -13,7 +13,7 @@
 use std::collections::HashMap;
 
 use kiln_ir::ops::{ElementwiseOp, MovementOp};
-use kiln_ir::{DType, Dim, Graph, Node, NodeId, Op, OutletId, Shape};
+use kiln_ir::{DType, Dim, Graph, Node, NodeId, Op, OutletId, Shape, Tensor};
 
 use crate::memory::{BufferKind, View};
 use crate::planner::{self, ALIGN, Lifetime};
@@ -104,6 +104,9 @@ pub struct ExecutionPlan {
     /// The graph's outputs' slots, in order.
     pub outputs: Vec<SlotId>,
     pub weights: Vec<WeightEntry>,
+    /// The constants' values by slot, so that operands that are attributes in practice
+    /// (axes, pads, slice bounds) can be read on the host when lowering.
+    pub constants: HashMap<SlotId, Tensor>,
     pub report: MemoryReport,
 }
 
@@ -128,6 +131,11 @@ impl ExecutionPlan {
 
     pub fn slot(&self, id: SlotId) -> &Slot {
         &self.slots[id]
+    }
+
+    /// The value of constant slot `id` (aliases of constants included).
+    pub fn constant(&self, id: SlotId) -> Option<&Tensor> {
+        self.constants.get(&self.slots.get(id)?.root)
     }
 
     /// The slot of `outlet`, if the plan has one (values nobody reads may have none).
@@ -249,6 +257,7 @@ impl<'g> Planning<'g> {
 
         // Constants (roots produced by Op::Constant) go to the weights, packed.
         let mut weights = Vec::new();
+        let mut constants = HashMap::new();
         let mut weight_bytes = 0usize;
         let mut arena_roots = Vec::new();
         for (id, slot) in slots.iter_mut().enumerate() {
@@ -256,7 +265,8 @@ impl<'g> Planning<'g> {
                 continue;
             }
             let node = slot.outlet.node;
-            if matches!(graph.nodes[node].op, Op::Constant(_)) {
+            if let Op::Constant(t) = &graph.nodes[node].op {
+                constants.insert(id, t.clone());
                 let offset = weight_bytes;
                 weight_bytes += slot.bytes.div_ceil(ALIGN) * ALIGN;
                 slot.view = View { buffer: BufferKind::Weights, offset, bytes: slot.bytes };
@@ -284,7 +294,7 @@ impl<'g> Planning<'g> {
             }
         }
         let report = MemoryReport { arena_bytes: arena.size, unshared_activation_bytes: arena.unshared, weight_bytes };
-        Ok(ExecutionPlan { steps, slots, inputs, outputs, weights, report })
+        Ok(ExecutionPlan { steps, slots, inputs, outputs, weights, constants, report })
     }
 }
 
