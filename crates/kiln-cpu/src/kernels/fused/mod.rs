@@ -54,6 +54,8 @@ fn layer(l: &FusedLayer, inputs: &[Option<Tensor>], ctx: &EvalContext) -> Result
 
 /// Evaluates `e` node by node with the elementwise kernels.
 pub fn eval_expr(e: &Expr, inputs: &[Tensor], ctx: &EvalContext) -> Result<Tensor> {
+    // Every node reads only earlier ones, so `values[i]` below is always computed.
+    e.check()?;
     let dtype = inputs
         .first()
         .map(Tensor::dtype)
