@@ -21,6 +21,9 @@ pub enum BackendArg {
 pub enum Backend {
     Cpu,
     Cuda(Box<kiln_cuda::Device>),
+    /// CUDA planning and lowering only, on the host (no GPU): says which graphs the
+    /// CUDA executor would accept; nothing is run.
+    CudaLowering,
 }
 
 impl Backend {
@@ -28,6 +31,7 @@ impl Backend {
         match self {
             Backend::Cpu => "cpu",
             Backend::Cuda(_) => "cuda",
+            Backend::CudaLowering => "cuda (lowering only)",
         }
     }
 
@@ -82,17 +86,27 @@ pub fn run(backend: &Backend, graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Te
             }
         }),
         Backend::Cuda(dev) => {
-            let build = |e: CudaError| match e {
-                CudaError::UnsupportedNode { .. } | CudaError::UnknownShape { .. } => {
-                    RunError::Unsupported(e.to_string())
-                }
-                e => RunError::Failed(e.to_string()),
-            };
+            let build = cuda_build_error;
             let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
             let bound = kiln_cuda::plan::bind_input_shapes(graph, &shapes).map_err(build)?;
             let mut ex = kiln_cuda::Executor::new(dev, &bound, kiln_cuda::Options::default()).map_err(build)?;
             ex.run(inputs).map_err(|e| RunError::Failed(e.to_string()))
         }
+        Backend::CudaLowering => {
+            let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
+            let bound = kiln_cuda::plan::bind_input_shapes(graph, &shapes).map_err(cuda_build_error)?;
+            let plan = kiln_cuda::ExecutionPlan::new(&bound).map_err(cuda_build_error)?;
+            kiln_cuda::executor::lower(&plan, &kiln_cuda::Options::default()).map_err(cuda_build_error)?;
+            Ok(vec![])
+        }
+    }
+}
+
+/// A CUDA executor that refuses a graph when built: unsupported, else failed.
+fn cuda_build_error(e: CudaError) -> RunError {
+    match e {
+        CudaError::UnsupportedNode { .. } | CudaError::UnknownShape { .. } => RunError::Unsupported(e.to_string()),
+        e => RunError::Failed(e.to_string()),
     }
 }
 
