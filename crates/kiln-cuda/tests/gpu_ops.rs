@@ -4,10 +4,8 @@
 //! normalisations and products; FP16 1e-2; integer and bool outputs exactly.
 //! The host test checks that every graph here plans and lowers without a GPU.
 
-use half::f16;
-use kiln_cuda::executor::{Options, lower};
-use kiln_cuda::plan::ExecutionPlan;
-use kiln_cuda::{Device, Executor};
+mod support;
+
 use kiln_ir::ops::elementwise::{BinaryOp, CompareOp, UnaryOp, VariadicOp};
 use kiln_ir::ops::movement::{MovementOp, PadMode};
 use kiln_ir::ops::nn::NnOp;
@@ -15,69 +13,8 @@ use kiln_ir::ops::reduce::{
     ArgKind, ArgReduce, LayerNorm, Reduce, ReduceKind, ReduceOp, RmsNorm, Softmax, SoftmaxKind,
 };
 use kiln_ir::ops::{ElementwiseOp, Expr, ExprNode, FusedLayer, FusedOp, Op};
-use kiln_ir::{DType, Graph, NetworkDefinition, OutletId, Shape, Tensor};
-
-fn random(n: usize, seed: u64) -> Vec<f32> {
-    let mut s = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
-    (0..n)
-        .map(|_| {
-            s ^= s << 13;
-            s ^= s >> 7;
-            s ^= s << 17;
-            let v = (s >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0;
-            if v.abs() < 1e-3 { 0.5 } else { v }
-        })
-        .collect()
-}
-
-fn tensor(dtype: DType, shape: &[usize], seed: u64) -> Tensor {
-    let v = random(shape.iter().product(), seed);
-    match dtype {
-        DType::F32 => Tensor::from_vec(shape.to_vec(), v).unwrap(),
-        DType::F16 => Tensor::from_vec(shape.to_vec(), v.into_iter().map(f16::from_f32).collect::<Vec<_>>()).unwrap(),
-        d => panic!("no random {d}"),
-    }
-}
-
-fn ints(v: &[i64]) -> Tensor {
-    Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap()
-}
-
-fn scalar(v: f32) -> Tensor {
-    Tensor::from_vec(vec![], vec![v]).unwrap()
-}
-
-fn el(e: ElementwiseOp) -> Op {
-    Op::Elementwise(e)
-}
-
-fn un(u: UnaryOp) -> Op {
-    el(ElementwiseOp::Unary(u))
-}
-
-fn bin(b: BinaryOp) -> Op {
-    el(ElementwiseOp::Binary(b))
-}
-
-fn mv(m: MovementOp) -> Op {
-    Op::Movement(m)
-}
-
-fn red(r: ReduceOp) -> Op {
-    Op::Reduce(r)
-}
-
-/// One test graph: its name, the graph, its inputs' (dtype, shape), the FP tolerance.
-struct Case {
-    name: &'static str,
-    graph: Graph,
-    inputs: Vec<(DType, Vec<usize>)>,
-    tol: f64,
-}
-
-fn out(net: &mut NetworkDefinition, o: OutletId, name: &str) {
-    net.mark_output(o, name).unwrap();
-}
+use kiln_ir::{DType, NetworkDefinition, Shape};
+use support::*;
 
 /// Unary maps, broadcasting binaries, compare/logic/Where, Cast, Clip, variadic Mean/Max,
 /// Not, Dropout (f32).
@@ -268,52 +205,11 @@ fn cases() -> Vec<Case> {
 
 #[test]
 fn every_family_plans_and_lowers_on_the_host() {
-    for c in cases() {
-        let plan = ExecutionPlan::new(&c.graph).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-        lower(&plan, &Options::default()).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-        let inputs: Vec<Tensor> = c.inputs.iter().map(|(d, s)| tensor(*d, s, 1)).collect();
-        kiln_cpu::run(&c.graph, &inputs).unwrap_or_else(|e| panic!("{}: cpu: {e}", c.name));
-    }
-}
-
-fn compare(case: &str, name: &str, want: &Tensor, got: &Tensor, tol: f64) {
-    assert_eq!(want.dtype(), got.dtype(), "{case}/{name}");
-    assert_eq!(want.shape(), got.shape(), "{case}/{name}");
-    if want.dtype().is_float() {
-        let (w, g) = (want.to_f64_vec().unwrap(), got.to_f64_vec().unwrap());
-        let num: f64 = w.iter().zip(&g).map(|(a, b)| (a - b).powi(2)).sum();
-        let den: f64 = w.iter().map(|a| a.powi(2)).sum();
-        let err = (num / den.max(1e-30)).sqrt();
-        assert!(err <= tol, "{case}/{name}: relative L2 {err:e} > {tol:e}");
-    } else if want.dtype() == DType::Bool {
-        assert_eq!(want.to_bools().unwrap(), got.to_bools().unwrap(), "{case}/{name}");
-    } else {
-        assert_eq!(want.to_i64_vec().unwrap(), got.to_i64_vec().unwrap(), "{case}/{name}");
-    }
+    check_lowers(cases());
 }
 
 #[test]
 #[ignore = "needs a CUDA GPU"]
 fn every_family_matches_the_cpu_with_and_without_a_cuda_graph() {
-    let dev = Device::open(0).expect("a GPU");
-    eprintln!("GPU: {} ({})", dev.name, dev.arch());
-    for c in cases() {
-        let inputs: Vec<Tensor> =
-            c.inputs.iter().enumerate().map(|(i, (d, s))| tensor(*d, s, 100 + i as u64)).collect();
-        let want = kiln_cpu::run(&c.graph, &inputs).unwrap_or_else(|e| panic!("{}: cpu: {e}", c.name));
-        for use_cuda_graph in [false, true] {
-            let opts = Options { use_cuda_graph, check_each_launch: true, ..Options::default() };
-            let mut ex = Executor::new(&dev, &c.graph, opts).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-            // Twice: a replay must give the same result.
-            for _ in 0..2 {
-                let got = ex.run(&inputs).unwrap_or_else(|e| panic!("{}: {e}", c.name));
-                assert_eq!(got.len(), want.len());
-                for (k, (w, g)) in want.iter().zip(&got).enumerate() {
-                    let name = c.graph.outlet(c.graph.outputs[k]).map(|o| o.name.clone()).unwrap_or_default();
-                    compare(c.name, &name, w, g, c.tol);
-                }
-            }
-            eprintln!("{}: ok (cuda graph {use_cuda_graph}, {} launches)", c.name, ex.launches().len());
-        }
-    }
+    check_on_gpu(cases());
 }
