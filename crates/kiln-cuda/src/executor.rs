@@ -13,9 +13,10 @@ use std::sync::Arc;
 
 use cudarc::driver::{CudaContext, CudaStream};
 use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp};
-use kiln_ir::ops::movement::PadMode;
+use kiln_ir::ops::movement::{MovementOp, PadMode};
 use kiln_ir::ops::nn::NnOp;
-use kiln_ir::ops::reduce::ReduceKind;
+use kiln_ir::ops::quant::QuantOp;
+use kiln_ir::ops::reduce::{ReduceKind, ReduceOp};
 use kiln_ir::ops::{Expr, ExprNode, FusedOp, Op};
 use kiln_ir::tensor::Bytes;
 use kiln_ir::{DType, Graph, Tensor};
@@ -171,6 +172,19 @@ pub enum Kernel {
         eps: f32,
         y: SlotId,
     },
+    /// A kernel of the conv/pool family (`lower/convpool.rs`).
+    Nn(Box<lower::convpool::NnKernel>),
+    /// A cuDNN convolution (its plan built in `Executor::new`); its cuDNN workspace
+    /// starts at `ws_offset`, after the step's temporaries.
+    Conv {
+        dtype: DType,
+        geom: crate::dnn::ConvGeometry,
+        x: SlotId,
+        w: SlotId,
+        bias: Option<SlotId>,
+        y: SlotId,
+        ws_offset: usize,
+    },
     /// A cuBLASLt product.
     Matmul {
         shape: MatmulShape,
@@ -229,6 +243,29 @@ fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: 
     }
     let mut cx = lower::Cx { plan, step, temps, temp_bytes: 0 };
     let r = match &step.op {
+        Op::Nn(
+            nn @ (NnOp::Conv(_)
+            | NnOp::ConvTranspose(_)
+            | NnOp::Pool(_)
+            | NnOp::GlobalPool(_)
+            | NnOp::MaxUnpool(_)
+            | NnOp::Col2Im(_)),
+        ) => lower::convpool::lower_nn(&mut cx, nn),
+        Op::Fused(FusedOp::Layer(l)) if matches!(*l.core, Op::Nn(NnOp::Conv(_) | NnOp::ConvTranspose(_))) => {
+            lower::convpool::lower_layer(&mut cx, l)
+        }
+        Op::Reduce(
+            r @ (ReduceOp::BatchNorm(_)
+            | ReduceOp::InstanceNorm(_)
+            | ReduceOp::GroupNorm(_)
+            | ReduceOp::Lrn(_)
+            | ReduceOp::MeanVarianceNorm(_)),
+        ) => lower::convpool::lower_norm(&mut cx, r),
+        Op::Movement(MovementOp::DepthToSpace { blocksize, mode }) => {
+            lower::convpool::space(&mut cx, *blocksize, Some(*mode))
+        }
+        Op::Movement(MovementOp::SpaceToDepth { blocksize }) => lower::convpool::space(&mut cx, *blocksize, None),
+        Op::Quant(q @ (QuantOp::ConvInteger(_) | QuantOp::QLinearConv(_))) => lower::convpool::lower_quant(&mut cx, q),
         Op::Elementwise(e) => lower::elementwise::lower(&mut cx, e),
         Op::Movement(m) => lower::movement::lower(&mut cx, m),
         Op::Reduce(r) => lower::reduce::lower(&mut cx, r),
@@ -549,7 +586,33 @@ impl Executor {
                 });
             }
         }
-        let workspace = matmuls.iter().flatten().map(|m| m.workspace_bytes()).max().unwrap_or(0).max(temp_bytes);
+        // cuDNN plans: each convolution's workspace follows its step's temporaries.
+        let needs_dnn = lowered.iter().flat_map(|(_, ks)| ks).any(|k| matches!(k, Kernel::Conv { .. }));
+        let dnn = if needs_dnn { Some(crate::dnn::Dnn::new(&ctx)?) } else { None };
+        let mut convs: Vec<Option<Arc<crate::dnn::ConvPlan>>> = Vec::new();
+        let mut conv_ws = 0usize;
+        for (i, kernels) in &lowered {
+            for k in kernels {
+                convs.push(match (k, &dnn) {
+                    (Kernel::Conv { dtype, geom, ws_offset, .. }, Some(dnn)) => {
+                        let step = &plan.steps[*i];
+                        let err = |e: CudaError| CudaError::NodeLaunch {
+                            node: step.node.clone(),
+                            op: step.op.name().into(),
+                            msg: e.to_string(),
+                        };
+                        let opts = crate::dnn::ConvOptions { allow_tf32: options.allow_tf32, ..Default::default() };
+                        let mut p = dnn.plan_conv(geom, *dtype, opts).map_err(err)?;
+                        p.choose_fitting(limit).map_err(err)?;
+                        conv_ws = conv_ws.max(ws_offset + p.workspace_bytes());
+                        Some(Arc::new(p))
+                    }
+                    _ => None,
+                });
+            }
+        }
+        let workspace =
+            matmuls.iter().flatten().map(|m| m.workspace_bytes()).max().unwrap_or(0).max(temp_bytes).max(conv_ws);
         memory.workspace = DeviceBuffer::alloc(&ctx, workspace, "the workspace")?;
 
         // The launchers enqueue on the executor's stream, through its own device handle.
@@ -581,11 +644,27 @@ impl Executor {
         );
         let mut launches = Vec::new();
         let mut matmuls = matmuls.into_iter();
+        let mut convs = convs.into_iter();
         for (i, step_kernels) in lowered {
             let step = &plan.steps[i];
             for k in step_kernels {
                 let mm = matmuls.next().flatten();
+                let cv = convs.next().flatten();
                 let run: LaunchFn = match k {
+                    Kernel::Conv { x, w, bias, y, ws_offset, .. } => {
+                        let cv = cv.ok_or_else(|| CudaError::Graph("a convolution without a cuDNN plan".into()))?;
+                        let dnn = dnn.clone().ok_or_else(|| CudaError::Graph("cuDNN not loaded".into()))?;
+                        let bufs = bufs.clone();
+                        let ws = memory.workspace.ptr() + ws_offset as u64;
+                        let ws_bytes = memory.workspace.bytes().saturating_sub(ws_offset);
+                        Box::new(move |s: &CudaStream| {
+                            // SAFETY: every slot and the workspace live as long as the
+                            // executor, which owns this closure.
+                            let b = |id: SlotId| unsafe { Buf::from_raw(bufs[id].addr, bufs[id].bytes) };
+                            let wsb = unsafe { Buf::from_raw(ws, ws_bytes) };
+                            dnn.run_conv(s, &cv, b(x), b(w), bias.map(b), b(y), wsb)
+                        })
+                    }
                     Kernel::Matmul { .. } => {
                         let mm = mm.ok_or_else(|| CudaError::Graph("a product without a cuBLASLt plan".into()))?;
                         let (ws, ws_bytes) = (memory.workspace.ptr(), memory.workspace.bytes());
@@ -814,6 +893,8 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
         Kernel::RmsNorm { dtype, x, axis, scale, eps, y } => {
             l.rms_norm(*dtype, (&buf(*x), sh(*x)), *axis, (&buf(*scale), sh(*scale)), *eps, &buf(*y))
         }
+        Kernel::Nn(k) => k.run(l, &buf, &sh),
         Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
+        Kernel::Conv { .. } => Err(CudaError::Graph("a convolution outside cuDNN".into())),
     }
 }

@@ -24,9 +24,11 @@ pub const REDUCE: Source = source!("reduce");
 pub const NORM: Source = source!("norm");
 /// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
 pub const POOL: Source = source!("pool");
+/// BatchNormalization, Instance/GroupNormalization, LRN, MaxUnpool, Col2Im.
+pub const CONVPOOL: Source = source!("convpool");
 
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL];
+pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, CONVPOOL];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.

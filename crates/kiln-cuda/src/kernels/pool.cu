@@ -16,14 +16,22 @@ struct PoolDesc {
     i64 pad_end[KILN_POOL_AXES];
 };
 
-enum PoolCode { POOL_MAX = 0, POOL_AVG_EXCLUDE_PAD = 1, POOL_AVG_INCLUDE_PAD = 2 };
+enum PoolCode { POOL_MAX = 0, POOL_AVG_EXCLUDE_PAD = 1, POOL_AVG_INCLUDE_PAD = 2, POOL_LP = 3 };
+
+// Pool loads and stores: 8-bit integers by value (not common.cuh's bool reading of u8).
+template <typename T> __device__ __forceinline__ float pool_load(T v) { return to_f(v); }
+template <> __device__ __forceinline__ float pool_load<u8>(u8 v) { return (float)v; }
+template <> __device__ __forceinline__ float pool_load<signed char>(signed char v) { return (float)v; }
+template <typename T> __device__ __forceinline__ T pool_store(float v) { return from_f<T>(v); }
+template <> __device__ __forceinline__ u8 pool_store<u8>(float v) { return (u8)v; }
+template <> __device__ __forceinline__ signed char pool_store<signed char>(float v) { return (signed char)v; }
 
 template <typename T>
-__device__ void pool(const T* x, T* y, i64* indices, PoolDesc d, i64 planes, int code) {
+__device__ void pool(const T* x, T* y, i64* indices, PoolDesc d, i64 planes, int code, float p, int col_major) {
     const i64 out_size = d.out[0] * d.out[1] * d.out[2];
     const i64 in_size = d.in[0] * d.in[1] * d.in[2];
     KILN_GRID_STRIDE(i, planes * out_size) {
-        const i64 p = i / out_size;
+        const i64 pl = i / out_size;
         i64 r = i % out_size;
         const i64 o2 = r % d.out[2];
         r /= d.out[2];
@@ -32,7 +40,7 @@ __device__ void pool(const T* x, T* y, i64* indices, PoolDesc d, i64 planes, int
         const i64 s0 = o0 * d.stride[0] - d.pad_begin[0];
         const i64 s1 = o1 * d.stride[1] - d.pad_begin[1];
         const i64 s2 = o2 * d.stride[2] - d.pad_begin[2];
-        const T* xp = x + p * in_size;
+        const T* xp = x + pl * in_size;
         float acc = code == POOL_MAX ? -KILN_INF : 0.f;
         i64 best = -1;
         i64 count = 0;
@@ -51,8 +59,10 @@ __device__ void pool(const T* x, T* y, i64* indices, PoolDesc d, i64 planes, int
                     if (code == POOL_AVG_INCLUDE_PAD ? padded : inside) ++count;
                     if (!inside) continue;
                     const i64 at = (i0 * d.in[1] + i1) * d.in[2] + i2;
-                    const float v = to_f(xp[at]);
-                    if (code == POOL_MAX) {
+                    const float v = pool_load<T>(xp[at]);
+                    if (code == POOL_LP) {
+                        acc += powf(fabsf(v), p);
+                    } else if (code == POOL_MAX) {
                         // NaN wins (and stays).
                         if (best < 0 || v > acc || (v != v && acc == acc)) {
                             acc = v;
@@ -64,37 +74,55 @@ __device__ void pool(const T* x, T* y, i64* indices, PoolDesc d, i64 planes, int
                 }
             }
         }
-        if (code != POOL_MAX) acc /= (float)(count > 0 ? count : 1);
-        y[i] = from_f<T>(acc);
-        if (indices) indices[i] = p * in_size + (best < 0 ? 0 : best);
+        if (code == POOL_LP) {
+            acc = powf(acc, 1.f / p);
+        } else if (code != POOL_MAX) {
+            acc /= (float)(count > 0 ? count : 1);
+        }
+        y[i] = pool_store<T>(acc);
+        if (indices) {
+            i64 at = best < 0 ? 0 : best;
+            if (col_major) {
+                // The same position's column-major flat index over the spatial dims.
+                const i64 a2 = at % d.in[2], a1 = (at / d.in[2]) % d.in[1], a0 = at / (d.in[2] * d.in[1]);
+                at = a0 + d.in[0] * (a1 + d.in[1] * a2);
+            }
+            indices[i] = pl * in_size + at;
+        }
     }
 }
 
-// GlobalAveragePool (mean = 1) / GlobalMaxPool (mean = 0) of each of `planes` rows of
+// GlobalAveragePool (mean = 1) / GlobalMaxPool (mean = 0) / GlobalLpPool (mean = 2) of each of `planes` rows of
 // `d` contiguous elements.
 template <typename T>
-__device__ void global_pool(const T* x, T* y, i64 planes, i64 d, int mean) {
+__device__ void global_pool(const T* x, T* y, i64 planes, i64 d, int mean, float p) {
     __shared__ float scratch[1024];
     for (i64 row = blockIdx.x; row < planes; row += gridDim.x) {
         const T* xr = x + row * d;
         float acc = mean ? 0.f : -KILN_INF;
         for (i64 j = threadIdx.x; j < d; j += blockDim.x) {
             const float v = to_f(xr[j]);
-            acc = mean ? acc + v : block_combine(BLOCK_MAX, acc, v);
+            acc = mean == 1 ? acc + v : mean == 2 ? acc + powf(fabsf(v), p) : block_combine(BLOCK_MAX, acc, v);
         }
         const float r = block_reduce(mean ? BLOCK_SUM : BLOCK_MAX, acc, scratch);
-        if (threadIdx.x == 0) y[row] = from_f<T>(mean ? r / (float)d : r);
+        if (threadIdx.x == 0) y[row] = from_f<T>(mean == 1 ? r / (float)d : mean == 2 ? powf(r, 1.f / p) : r);
     }
 }
 
 #define KILN_POOL(T, N)                                                                                      \
     extern "C" __global__ void kiln_pool_##N(const T* x, T* y, i64* indices, PoolDesc d, i64 planes,         \
-                                             int code) {                                                     \
-        pool<T>(x, y, indices, d, planes, code);                                                             \
-    }                                                                                                        \
-    extern "C" __global__ void kiln_global_pool_##N(const T* x, T* y, i64 planes, i64 d, int mean) {         \
-        global_pool<T>(x, y, planes, d, mean);                                                               \
+                                             int code, float p, int col_major) {                             \
+        pool<T>(x, y, indices, d, planes, code, p, col_major);                                               \
+    }
+#define KILN_GLOBAL_POOL(T, N)                                                                               \
+    extern "C" __global__ void kiln_global_pool_##N(const T* x, T* y, i64 planes, i64 d, int mean, float p) { \
+        global_pool<T>(x, y, planes, d, mean, p);                                                            \
     }
 KILN_POOL(float, f32)
 KILN_POOL(f16, f16)
 KILN_POOL(bf16, bf16)
+KILN_POOL(u8, u8)
+KILN_POOL(signed char, i8)
+KILN_GLOBAL_POOL(float, f32)
+KILN_GLOBAL_POOL(f16, f16)
+KILN_GLOBAL_POOL(bf16, bf16)

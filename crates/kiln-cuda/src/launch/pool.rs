@@ -1,5 +1,6 @@
-//! Launchers of `pool.cu`: MaxPool (with its optional Indices output), AveragePool
-//! (count_include_pad either way), over 1 to 3 spatial axes with pads, strides,
+//! Launchers of `pool.cu`: MaxPool (with its optional Indices output, row- or
+//! column-major; floats and 8-bit integers), AveragePool (count_include_pad either way),
+//! LpPool, over 1 to 3 spatial axes with pads, strides,
 //! dilations and ceil_mode, and the global pools over any number of spatial axes.
 //!
 //! The window geometry comes from kiln_ir's [`Window::axis`] (through [`pool_geometry`]),
@@ -117,17 +118,23 @@ impl Launcher<'_> {
     ) -> Result<()> {
         let op = pool_name(kind, false);
         let (x, shape) = x;
-        let suffix = float_suffix(op, dtype)?;
+        let suffix = match dtype {
+            DType::U8 if matches!(kind, PoolKind::Max { .. }) => "u8",
+            DType::I8 if matches!(kind, PoolKind::Max { .. }) => "i8",
+            d => float_suffix(op, d)?,
+        };
+        let (mut p, mut col_major) = (1f32, 0i32);
         let code: i32 = match kind {
             PoolKind::Max { column_major_indices } => {
-                if column_major_indices && indices.is_some() {
-                    return Err(CudaError::unsupported(op, "storage_order 1 (column-major indices)"));
-                }
+                col_major = column_major_indices as i32;
                 0
             }
             PoolKind::Average { count_include_pad: false } => 1,
             PoolKind::Average { count_include_pad: true } => 2,
-            PoolKind::Lp { .. } => return Err(CudaError::unsupported(op, "LpPool")),
+            PoolKind::Lp { p: power } => {
+                p = power;
+                3
+            }
         };
         if indices.is_some() && code != 0 {
             return Err(CudaError::invalid(op, "only MaxPool has an Indices output"));
@@ -160,7 +167,7 @@ impl Launcher<'_> {
         }
         let (xa, ya, ia) = (x.addr(), y.addr(), indices.map_or(0, |b| b.addr()));
         let planes = to_i64(op, planes)?;
-        launch!(self, POOL, format!("kiln_pool_{suffix}"), grid(n); xa, ya, ia, desc, planes, code)
+        launch!(self, POOL, format!("kiln_pool_{suffix}"), grid(n); xa, ya, ia, desc, planes, code, p, col_major)
     }
 
     /// GlobalAveragePool or GlobalMaxPool of `x` (`[N, C, spatial…]`) into `y`
@@ -169,10 +176,10 @@ impl Launcher<'_> {
         let op = pool_name(kind, true);
         let (x, shape) = x;
         let suffix = float_suffix(op, dtype)?;
-        let mean: i32 = match kind {
-            PoolKind::Max { .. } => 0,
-            PoolKind::Average { .. } => 1,
-            PoolKind::Lp { .. } => return Err(CudaError::unsupported(op, "GlobalLpPool")),
+        let (mean, p): (i32, f32) = match kind {
+            PoolKind::Max { .. } => (0, 1.0),
+            PoolKind::Average { .. } => (1, 1.0),
+            PoolKind::Lp { p } => (2, p),
         };
         if shape.len() < 2 {
             return Err(CudaError::invalid(op, format!("input of rank {}", shape.len())));
@@ -188,7 +195,7 @@ impl Launcher<'_> {
         }
         let (xa, ya) = (x.addr(), y.addr());
         let (planes_, d_) = (to_i64(op, planes)?, to_i64(op, d)?);
-        launch!(self, POOL, format!("kiln_global_pool_{suffix}"), row_grid(planes); xa, ya, planes_, d_, mean)
+        launch!(self, POOL, format!("kiln_global_pool_{suffix}"), row_grid(planes); xa, ya, planes_, d_, mean, p)
     }
 }
 

@@ -15,6 +15,7 @@ use crate::executor::{CopySpec, Kernel};
 use crate::plan::{ExecutionPlan, Slot, SlotId, Step};
 use crate::planner::ALIGN;
 
+pub mod convpool;
 pub mod elementwise;
 pub mod fused;
 pub mod movement;
