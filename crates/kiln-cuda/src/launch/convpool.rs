@@ -170,6 +170,7 @@ impl Launcher<'_> {
     /// MaxUnpool's scatter: `y[idx[i]] = x[i]` for the `n` values of `x`, the indices over
     /// the shape `inner`, placed at the same position of `y`'s shape `outer` (y zeroed
     /// before). Out-of-range indices are skipped (the host checks nothing on the GPU).
+    #[allow(clippy::too_many_arguments)]
     pub fn max_unpool(
         &self,
         dtype: DType,

@@ -26,6 +26,9 @@ use crate::plan::SlotId;
 /// `[N, C, spatial size]` of a rank ≥ 2 shape.
 type Ncs = (usize, usize, usize);
 
+/// QLinearConv's x_scale, (w_scale, its length), y_scale, y_zero_point.
+pub type RequantSlots = (SlotId, (SlotId, usize), SlotId, Option<SlotId>);
+
 /// A kernel of `convpool.cu` or `pool.cu`, its operands slots.
 #[derive(Clone, Debug, PartialEq)]
 pub enum NnKernel {
@@ -114,7 +117,7 @@ pub enum NnKernel {
         wz: Option<(SlotId, usize)>,
         bias: Option<SlotId>,
         y: SlotId,
-        rq: Option<(SlotId, (SlotId, usize), SlotId, Option<SlotId>)>,
+        rq: Option<RequantSlots>,
         desc: ConvIntDesc,
     },
 }
@@ -220,10 +223,8 @@ pub(crate) fn lower_nn(cx: &mut Cx, op: &NnOp) -> Lowered {
             if !is_float(dtype) && !int8 {
                 return Err(format!("dtype {dtype}"));
             }
-            if let Some(i) = indices {
-                if cx.dtype(i) != DType::I64 {
-                    return Err("Indices of another dtype than int64".into());
-                }
+            if indices.is_some_and(|i| cx.dtype(i) != DType::I64) {
+                return Err("Indices of another dtype than int64".into());
             }
             let axes = pool_geometry(p, &cx.shape(x)).map_err(|e| e.to_string())?;
             if axes.len() > 3 {
@@ -331,10 +332,8 @@ fn conv(cx: &mut Cx, op: &NnOp, x: SlotId, w: SlotId, bias: Option<SlotId>, y: S
     if geom.y_shape() != cx.shape(y) {
         return Err(format!("output {:?}, planned {:?}", geom.y_shape(), cx.shape(y)));
     }
-    if let Some(b) = bias {
-        if cx.len(b) != geom.out_channels {
-            return Err(format!("bias of {} values for {} channels", cx.len(b), geom.out_channels));
-        }
+    if let Some(b) = bias.filter(|&b| cx.len(b) != geom.out_channels) {
+        return Err(format!("bias of {} values for {} channels", cx.len(b), geom.out_channels));
     }
     if geom.cudnn_pads().is_ok() {
         return Ok(vec![Kernel::Conv { dtype, geom, x, w, bias, y, ws_offset: cx.temp_bytes }]);
@@ -633,7 +632,7 @@ pub(crate) fn lower_quant(cx: &mut Cx, op: &QuantOp) -> Lowered {
             Some(s) => Err(format!("zero point {} of {} values", cx.dtype(s), cx.len(s))),
         }
     };
-    let xz = zp(cx, if q { 2 } else { 2 }, xd, 1)?.map(|(s, _)| s);
+    let xz = zp(cx, 2, xd, 1)?.map(|(s, _)| s);
     let wz = zp(cx, if q { 5 } else { 3 }, wd, m)?;
     let (bias, rq) = if q {
         let f = |cx: &Cx, i: usize| -> std::result::Result<SlotId, String> {
@@ -649,10 +648,8 @@ pub(crate) fn lower_quant(cx: &mut Cx, op: &QuantOp) -> Lowered {
         }
         let yz = zp(cx, 7, yd, 1)?.map(|(s, _)| s);
         let bias = cx.opt_input(8);
-        if let Some(b) = bias {
-            if cx.dtype(b) != DType::I32 || cx.len(b) != m {
-                return Err("bias other than int32 per output channel".into());
-            }
+        if bias.is_some_and(|b| cx.dtype(b) != DType::I32 || cx.len(b) != m) {
+            return Err("bias other than int32 per output channel".into());
         }
         (bias, Some((xsc, (wsc, cx.len(wsc)), ysc, yz)))
     } else {
