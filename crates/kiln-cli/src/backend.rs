@@ -122,7 +122,7 @@ pub fn run_with(
             let mut ex =
                 kiln_cuda::Executor::new(dev, &built, kiln_cuda::Options::default()).map_err(cuda_build_error)?;
             let info = BuildInfo {
-                memory: ex.plan().report.clone(),
+                memory: ex.plan().report,
                 workspace_bytes: ex.memory().workspace.bytes(),
                 launches: ex.launches().len(),
                 cuda_graph: ex.uses_cuda_graph(),
