@@ -119,6 +119,14 @@ pub fn run_with(
         }
         Backend::Cuda(dev) => {
             let built = build_for_cuda(graph, inputs, options)?;
+            if needs_segments(&built) {
+                let prepare = |g: &Graph, ins: &[Tensor]| {
+                    build_for_cuda(g, ins, options).map_err(|e| CudaError::Graph(e.to_string()))
+                };
+                let runner = kiln_cuda::dynamic::DynamicRunner::new(dev, kiln_cuda::Options::default(), &prepare);
+                let out = runner.run(graph, inputs).map_err(cuda_run_error)?;
+                return Ok((out, None));
+            }
             let mut ex =
                 kiln_cuda::Executor::new(dev, &built, kiln_cuda::Options::default()).map_err(cuda_build_error)?;
             let info = BuildInfo {
@@ -133,11 +141,28 @@ pub fn run_with(
         }
         Backend::CudaLowering => {
             let built = build_for_cuda(graph, inputs, options)?;
+            if needs_segments(&built) {
+                // Segments are planned as their inputs arrive: only on the GPU.
+                return Ok((vec![], None));
+            }
             let plan = kiln_cuda::ExecutionPlan::new(&built).map_err(cuda_build_error)?;
             kiln_cuda::executor::lower(&plan, &kiln_cuda::Options::default()).map_err(cuda_build_error)?;
             Ok((vec![], None))
         }
     }
+}
+
+/// Data-dependent shapes or control flow: the graph runs in segments
+/// (`kiln_cuda::dynamic`).
+fn needs_segments(built: &Graph) -> bool {
+    !kiln_cuda::bind::fully_known(built) || kiln_cuda::dynamic::has_control(built)
+}
+
+/// An error while running in segments: unsupported where a segment was refused.
+fn cuda_run_error(e: CudaError) -> RunError {
+    let unsupported = matches!(e, CudaError::UnsupportedNode { .. } | CudaError::UnknownShape { .. })
+        || matches!(&e, CudaError::Node { source, .. } if matches!(**source, CudaError::UnsupportedNode { .. } | CudaError::UnknownShape { .. }));
+    if unsupported { RunError::Unsupported(e.to_string()) } else { RunError::Failed(e.to_string()) }
 }
 
 fn build_for_cuda(graph: &Graph, inputs: &[Tensor], options: BuildOptions) -> Result<Graph, RunError> {

@@ -47,6 +47,8 @@ pub struct Args {
     layout: crate::LayoutArg,
     /// With `--backend cuda`: plan and lower each case on the host only (no GPU is
     /// opened, nothing runs); "passed" then means the CUDA executor accepts the graph.
+    /// Graphs that run in segments (data-dependent shapes, control flow) are planned
+    /// segment by segment on the GPU only, and pass here unchecked.
     #[arg(long)]
     lower_only: bool,
     /// Print every case, not only failures.

@@ -18,6 +18,8 @@
 //!   accumulation), algorithms enumerated by heuristic.
 //! - `dnn`: cuDNN convolutions (Conv, ConvTranspose): geometry from the IR, algorithms
 //!   enumerated by heuristic, FP32 without TF32 unless asked, FP16 with FP32 accumulation.
+//! - `dynamic`: graphs with data-dependent shapes or control flow, run in segments
+//!   (NonZero/NMS kernels that report their counts; If/Loop/Scan control on the host).
 //! - `executor`: per-op lowering to launches, `run` on host tensors; `graph_capture`:
 //!   the launches captured once into a CUDA graph and replayed.
 
@@ -25,6 +27,7 @@ pub mod bind;
 pub mod blas;
 pub mod device;
 pub mod dnn;
+pub mod dynamic;
 mod error;
 pub mod executor;
 pub mod graph_capture;

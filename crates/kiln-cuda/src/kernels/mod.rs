@@ -25,8 +25,11 @@ pub const NORM: Source = source!("norm");
 /// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
 pub const POOL: Source = source!("pool");
 
+/// Ops whose output size depends on the data: NonZero, NonMaxSuppression.
+pub const DYNAMIC: Source = source!("dynamic");
+
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL];
+pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, DYNAMIC];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.
