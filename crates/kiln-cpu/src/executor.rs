@@ -10,18 +10,26 @@ use crate::{CpuError, Result};
 /// Values captured by subgraphs, by name.
 pub type Captures = HashMap<String, Tensor>;
 
+/// Runs the nested graphs of control-flow ops. The CPU executor is the default; another
+/// backend passes its own (kiln-cuda runs If/Loop/Scan bodies on the GPU while the
+/// control — the condition, the iteration, scan slicing — stays in these kernels).
+pub trait GraphRunner {
+    /// Runs `graph` with its formal inputs and the outer values it captures (by name).
+    fn run_graph(&self, graph: &Graph, inputs: &[Tensor], captures: &Captures) -> Result<Vec<Tensor>>;
+}
+
 /// What a kernel may ask of the executor: running nested graphs (If/Loop/Scan).
+#[derive(Default)]
 pub struct EvalContext<'a> {
-    _graph: std::marker::PhantomData<&'a Graph>,
+    runner: Option<&'a dyn GraphRunner>,
 }
 
-impl Default for EvalContext<'_> {
-    fn default() -> Self {
-        EvalContext { _graph: std::marker::PhantomData }
+impl<'a> EvalContext<'a> {
+    /// Nested graphs run by `runner` instead of the CPU executor.
+    pub fn with_runner(runner: &'a dyn GraphRunner) -> EvalContext<'a> {
+        EvalContext { runner: Some(runner) }
     }
-}
 
-impl EvalContext<'_> {
     /// Runs `graph` with its formal inputs and the outer values it captures (by name).
     pub fn run_graph(
         &self,
@@ -29,6 +37,9 @@ impl EvalContext<'_> {
         inputs: &[Tensor],
         captures: &HashMap<String, Tensor>,
     ) -> Result<Vec<Tensor>> {
+        if let Some(r) = self.runner {
+            return r.run_graph(graph, inputs, captures);
+        }
         let mut bound: Vec<(OutletId, Tensor)> = Vec::new();
         for c in &graph.captures {
             let t = captures

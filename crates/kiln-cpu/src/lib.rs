@@ -7,4 +7,4 @@ mod executor;
 pub mod kernels;
 
 pub use error::{CpuError, Result};
-pub use executor::{EvalContext, eval_op, run, run_named};
+pub use executor::{Captures, EvalContext, GraphRunner, eval_op, run, run_named};

@@ -27,6 +27,7 @@ use crate::nvrtc::Compiler;
 use crate::{CudaError, Device, Result};
 
 pub mod convpool;
+pub mod dynamic;
 pub mod elementwise;
 pub mod movement;
 pub mod norm;

@@ -9,19 +9,25 @@
 //! - `launch`: typed launchers of those kernels (a loaded-module cache, device buffers
 //!   checked against shapes, the kernel for each dtype, grid sizes).
 //! - `planner`: one activation arena, offsets planned from tensor lifetimes (best fit).
+//! - `bind`: a graph bound to one build's input shapes and shape-tensor values.
 //! - `plan`: a graph with known shapes → steps in order, every value's slot (arena
 //!   offset or packed weights), aliases for reshapes, the memory report. Host only.
+//! - `precision`: a graph computing in FP16/BF16 where it computed in FP32 (`--fp16`).
 //! - `memory`: the executor's device buffers (arena, weights, workspace) and views.
 //! - `blas`: cuBLASLt matrix products (FP32 without TF32 unless asked, FP16 with FP32
 //!   accumulation), algorithms enumerated by heuristic.
 //! - `dnn`: cuDNN convolutions (Conv, ConvTranspose): geometry from the IR, algorithms
 //!   enumerated by heuristic, FP32 without TF32 unless asked, FP16 with FP32 accumulation.
+//! - `dynamic`: graphs with data-dependent shapes or control flow, run in segments
+//!   (NonZero/NMS kernels that report their counts; If/Loop/Scan control on the host).
 //! - `executor`: per-op lowering to launches, `run` on host tensors; `graph_capture`:
 //!   the launches captured once into a CUDA graph and replayed.
 
+pub mod bind;
 pub mod blas;
 pub mod device;
 pub mod dnn;
+pub mod dynamic;
 mod error;
 pub mod executor;
 pub mod graph_capture;
@@ -33,6 +39,7 @@ pub mod memory;
 pub mod nvrtc;
 pub mod plan;
 pub mod planner;
+pub mod precision;
 
 pub use device::Device;
 pub use error::{CudaError, Result};

@@ -27,8 +27,11 @@ pub const POOL: Source = source!("pool");
 /// BatchNormalization, Instance/GroupNormalization, LRN, MaxUnpool, Col2Im.
 pub const CONVPOOL: Source = source!("convpool");
 
+/// Ops whose output size depends on the data: NonZero, NonMaxSuppression.
+pub const DYNAMIC: Source = source!("dynamic");
+
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, CONVPOOL];
+pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, CONVPOOL, DYNAMIC];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.
