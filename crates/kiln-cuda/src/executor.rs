@@ -137,6 +137,15 @@ pub enum Kernel {
         axes: Vec<usize>,
         y: SlotId,
     },
+    TopK {
+        largest: bool,
+        dtype: DType,
+        x: SlotId,
+        axis: usize,
+        k: usize,
+        values: SlotId,
+        indices: SlotId,
+    },
     ArgReduce {
         max: bool,
         last: bool,
@@ -804,6 +813,9 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
             l.pad(*dtype, *mode, (&buf(*x), sh(*x)), pads, *value, &buf(*y))
         }
         Kernel::Reduce { kind, dtype, x, axes, y } => l.reduce(*kind, *dtype, (&buf(*x), sh(*x)), axes, &buf(*y)),
+        Kernel::TopK { largest, dtype, x, axis, k, values, indices } => {
+            l.topk(*largest, *dtype, &buf(*x), sh(*x), *axis, *k, &buf(*values), &buf(*indices))
+        }
         Kernel::ArgReduce { max, last, dtype, x, axis, y } => {
             l.arg_reduce(*max, *last, *dtype, (&buf(*x), sh(*x)), *axis, &buf(*y))
         }

@@ -32,6 +32,7 @@ pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod topk;
 
 /// Threads per block of the grid-stride kernels.
 const THREADS: u32 = 256;

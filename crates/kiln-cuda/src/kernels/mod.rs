@@ -28,8 +28,11 @@ pub const POOL: Source = source!("pool");
 /// Ops whose output size depends on the data: NonZero, NonMaxSuppression.
 pub const DYNAMIC: Source = source!("dynamic");
 
+/// TopK (every numeric dtype).
+pub const TOPK: Source = source!("topk");
+
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, DYNAMIC];
+pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, DYNAMIC, TOPK];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.
