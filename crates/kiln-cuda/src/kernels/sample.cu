@@ -1,0 +1,228 @@
+// Spatial sampling: GridSample (N-D up to 3 spatial dims), AffineGrid, RoiAlign.
+// Coordinates in double (as the host reference), values accumulated in float.
+
+__device__ double gs_reflect(double x, double lo, double hi) {
+    const double range = hi - lo;
+    if (range <= 0.0) return lo;
+    if (x < lo) {
+        const double d = lo - x, n = trunc(d / range), r = d - n * range;
+        return ((long long)n % 2 == 0) ? lo + r : hi - r;
+    }
+    if (x > hi) {
+        const double d = x - hi, n = trunc(d / range), r = d - n * range;
+        return ((long long)n % 2 == 0) ? hi - r : lo + r;
+    }
+    return x;
+}
+
+// The input index an integer position reads, or -1 for a zero.
+__device__ i64 gs_pixel(i64 i, i64 len, int padding, double lo, double hi) {
+    const i64 last = len - 1;
+    if (padding == 0) return (i >= 0 && i <= last) ? i : -1;
+    if (padding == 1) return i < 0 ? 0 : (i > last ? (last > 0 ? last : 0) : i);
+    i64 r = (i64)gs_reflect((double)i, lo, hi);
+    return r < 0 ? 0 : (r > last ? (last > 0 ? last : 0) : r);
+}
+
+// Taps along one dim: up to 4 (index or -1, weight); returns how many.
+__device__ int gs_taps(float v, i64 len, int mode, int padding, bool align, i64* idx, double* wt) {
+    const double lo = align ? 0.0 : -0.5, hi = align ? (double)len - 1.0 : (double)len - 0.5;
+    const float lf = (float)len;
+    const float xf = align ? (v + 1.f) / 2.f * (lf - 1.f) : ((v + 1.f) * lf - 1.f) / 2.f;
+    double x = (double)xf;
+    if (mode == 0) x = rint(x);
+    if (x < lo || x > hi) {
+        if (padding == 1) x = fmin(fmax(x, 0.0), fmax((double)len - 1.0, 0.0));
+        else if (padding == 2) x = gs_reflect(x, lo, hi);
+    }
+    if (mode == 0) {
+        idx[0] = gs_pixel((i64)x, len, padding, lo, hi);
+        wt[0] = 1.0;
+        return 1;
+    }
+    const double x0 = floor(x), t = x - x0;
+    if (mode == 1) {
+        idx[0] = gs_pixel((i64)x0, len, padding, lo, hi);
+        idx[1] = gs_pixel((i64)x0 + 1, len, padding, lo, hi);
+        wt[0] = 1.0 - t;
+        wt[1] = t;
+        return 2;
+    }
+    const double a = -0.75;
+    const double t1 = t + 1.0, t2 = 1.0 - t, t3 = 2.0 - t;
+    wt[0] = ((a * t1 - 5.0 * a) * t1 + 8.0 * a) * t1 - 4.0 * a;
+    wt[1] = ((a + 2.0) * t - (a + 3.0)) * t * t + 1.0;
+    wt[2] = ((a + 2.0) * t2 - (a + 3.0)) * t2 * t2 + 1.0;
+    wt[3] = ((a * t3 - 5.0 * a) * t3 + 8.0 * a) * t3 - 4.0 * a;
+    for (int k = 0; k < 4; ++k) idx[k] = gs_pixel((i64)x0 - 1 + k, len, padding, lo, hi);
+    return 4;
+}
+
+// kiln_grid_sample_T:
+//   p: 0 X (T [n, c, D…]), 1 grid ([n, P…, r], float of any dtype), 2 Y (T [n, c, P…])
+//   n: 0 n, 1 c, 2 r (1..3), 3..5 input spatial dims, 6 points, 7 mode (0 nearest,
+//      1 linear, 2 cubic), 8 padding (0 zeros, 1 border, 2 reflection), 9 align_corners,
+//      10 grid dtype code
+template <typename T> __device__ void grid_sample(const FamArgs& a) {
+    const T* x = (const T*)a.p[0];
+    const void* grid = (const void*)a.p[1];
+    T* y = (T*)a.p[2];
+    const i64 n = a.n[0], c = a.n[1], r = a.n[2], points = a.n[6];
+    const int mode = (int)a.n[7], padding = (int)a.n[8], gcode = (int)a.n[10];
+    const bool align = a.n[9] != 0;
+    i64 spatial = 1;
+    for (int d = 0; d < r; ++d) spatial *= a.n[3 + d];
+    KILN_GRID_STRIDE(o, n * c * points) {
+        const i64 p = o % points, ch = (o / points) % c, b = o / (points * c);
+        i64 idx[3][4];
+        double wt[3][4];
+        int cnt[3] = {1, 1, 1};
+        for (int d = 0; d < r; ++d) {
+            const float v = load_any(grid, gcode, (b * points + p) * r + (r - 1 - d));
+            cnt[d] = gs_taps(v, a.n[3 + d], mode, padding, align, idx[d], wt[d]);
+        }
+        const T* img = x + (b * c + ch) * spatial;
+        float acc = 0.f;
+        const int c1 = r > 1 ? cnt[1] : 1, c2 = r > 2 ? cnt[2] : 1;
+        for (int i0 = 0; i0 < cnt[0]; ++i0)
+            for (int i1 = 0; i1 < c1; ++i1)
+                for (int i2 = 0; i2 < c2; ++i2) {
+                    i64 off = idx[0][i0];
+                    double w = wt[0][i0];
+                    if (r > 1) {
+                        off = idx[1][i1] < 0 || off < 0 ? -1 : off * a.n[4] + idx[1][i1];
+                        w *= wt[1][i1];
+                    }
+                    if (r > 2) {
+                        off = idx[2][i2] < 0 || off < 0 ? -1 : off * a.n[5] + idx[2][i2];
+                        w *= wt[2][i2];
+                    }
+                    if (off >= 0) acc += (float)w * to_f(img[off]);
+                }
+        y[o] = from_f<T>(acc);
+    }
+}
+
+// kiln_affine_grid_T:
+//   p: 0 theta (T [n, r, r+1]), 1 Y (T [n, L…, r])
+//   n: 0 n, 1 r, 2..4 lens, 5 align_corners
+template <typename T> __device__ void affine_grid(const FamArgs& a) {
+    const T* th = (const T*)a.p[0];
+    T* y = (T*)a.p[1];
+    const i64 n = a.n[0], r = a.n[1];
+    const bool align = a.n[5] != 0;
+    i64 points = 1;
+    for (int d = 0; d < r; ++d) points *= a.n[2 + d];
+    KILN_GRID_STRIDE(o, n * points * r) {
+        const i64 row = o % r, p = (o / r) % points, b = o / (r * points);
+        i64 idx[3] = {0, 0, 0};
+        i64 rem = p;
+        for (int d = (int)r - 1; d >= 0; --d) {
+            idx[d] = rem % a.n[2 + d];
+            rem /= a.n[2 + d];
+        }
+        const T* t = th + (b * r + row) * (r + 1);
+        float v = to_f(t[r]);
+        for (int k = 0; k < r; ++k) {
+            const i64 len = a.n[2 + r - 1 - k], i = idx[r - 1 - k];
+            double base;
+            if (align) base = len <= 1 ? -1.0 : -1.0 + 2.0 * (double)i / (double)(len - 1);
+            else base = (2.0 * (double)i + 1.0) / (double)len - 1.0;
+            v += to_f(t[k]) * (float)base;
+        }
+        y[o] = from_f<T>(v);
+    }
+}
+
+// kiln_roi_align_T (ONNX Runtime's sampling, and its max-mode quirk):
+//   p: 0 X (T [n, c, h, w]), 1 rois ([nr, 4], float of any dtype), 2 batch_indices
+//      (i32 or i64), 3 Y (T [nr, c, oh, ow])
+//   n: 0 n, 1 c, 2 h, 3 w, 4 nr, 5 oh, 6 ow, 7 sampling_ratio, 8 max mode, 9 half_pixel,
+//      10 rois dtype code, 11 index dtype (1 i32, 2 i64)
+//   f: 0 spatial_scale
+template <typename T> __device__ void roi_align(const FamArgs& a) {
+    const T* x = (const T*)a.p[0];
+    const void* rois = (const void*)a.p[1];
+    const void* bidx = (const void*)a.p[2];
+    T* y = (T*)a.p[3];
+    const i64 n = a.n[0], c = a.n[1], h = a.n[2], w = a.n[3], nr = a.n[4], oh = a.n[5], ow = a.n[6], sr = a.n[7];
+    const bool max_mode = a.n[8] != 0, half_pixel = a.n[9] != 0;
+    const int rcode = (int)a.n[10];
+    const double scale = (double)a.f[0];
+    KILN_GRID_STRIDE(o, nr * c * oh * ow) {
+        const i64 pw = o % ow, ph = (o / ow) % oh, ch = (o / (ow * oh)) % c, i = o / (ow * oh * c);
+        const i64 b = a.n[11] == 1 ? (i64)((const i32*)bidx)[i] : ((const i64*)bidx)[i];
+        if (b < 0 || b >= n) {
+            y[o] = from_f<T>(0.f);
+            continue;
+        }
+        const double off = half_pixel ? 0.5 : 0.0;
+        const double x0 = (double)load_any(rois, rcode, i * 4) * scale - off;
+        const double y0 = (double)load_any(rois, rcode, i * 4 + 1) * scale - off;
+        const double x1 = (double)load_any(rois, rcode, i * 4 + 2) * scale - off;
+        const double y1 = (double)load_any(rois, rcode, i * 4 + 3) * scale - off;
+        double rw = x1 - x0, rh = y1 - y0;
+        if (!half_pixel) {
+            rw = fmax(rw, 1.0);
+            rh = fmax(rh, 1.0);
+        }
+        const double bh = rh / (double)oh, bw = rw / (double)ow;
+        const i64 gh = sr > 0 ? sr : (i64)fmax(ceil(rh / (double)oh), 0.0);
+        const i64 gw = sr > 0 ? sr : (i64)fmax(ceil(rw / (double)ow), 0.0);
+        const i64 count = gh * gw > 0 ? gh * gw : 1;
+        const T* img = x + (b * c + ch) * h * w;
+        float acc = 0.f;
+        float mx = KILN_NEG_INF;
+        bool any = false;
+        for (i64 iy = 0; iy < gh; ++iy) {
+            double yy = y0 + (double)ph * bh + ((double)iy + 0.5) * bh / (double)gh;
+            for (i64 ix = 0; ix < gw; ++ix) {
+                double xx = x0 + (double)pw * bw + ((double)ix + 0.5) * bw / (double)gw;
+                i64 off4[4] = {0, 0, 0, 0};
+                double w4[4] = {0.0, 0.0, 0.0, 0.0};
+                if (!(yy < -1.0 || yy > (double)h || xx < -1.0 || xx > (double)w || h == 0 || w == 0)) {
+                    double sy = fmax(yy, 0.0), sx = fmax(xx, 0.0);
+                    i64 yl = (i64)sy, xl = (i64)sx, yh, xh;
+                    if (yl >= h - 1) {
+                        yl = yh = h - 1;
+                        sy = (double)yl;
+                    } else {
+                        yh = yl + 1;
+                    }
+                    if (xl >= w - 1) {
+                        xl = xh = w - 1;
+                        sx = (double)xl;
+                    } else {
+                        xh = xl + 1;
+                    }
+                    const double ly = sy - (double)yl, lx = sx - (double)xl, hy = 1.0 - ly, hx = 1.0 - lx;
+                    off4[0] = yl * w + xl;
+                    off4[1] = yl * w + xh;
+                    off4[2] = yh * w + xl;
+                    off4[3] = yh * w + xh;
+                    w4[0] = hy * hx;
+                    w4[1] = hy * lx;
+                    w4[2] = ly * hx;
+                    w4[3] = ly * lx;
+                }
+                float smax = KILN_NEG_INF;
+                for (int k = 0; k < 4; ++k) {
+                    const float v = (float)w4[k] * to_f(img[off4[k]]);
+                    acc += v;
+                    smax = fmaxf(smax, v);
+                }
+                mx = any ? fmaxf(mx, smax) : smax;
+                any = true;
+            }
+        }
+        y[o] = from_f<T>(max_mode ? (any ? mx : 0.f) : acc / (float)count);
+    }
+}
+
+#define KILN_SAMPLE(T, N)                                                                   \
+    extern "C" __global__ void kiln_grid_sample_##N(FamArgs a) { grid_sample<T>(a); }     \
+    extern "C" __global__ void kiln_affine_grid_##N(FamArgs a) { affine_grid<T>(a); }     \
+    extern "C" __global__ void kiln_roi_align_##N(FamArgs a) { roi_align<T>(a); }
+KILN_SAMPLE(float, f32)
+KILN_SAMPLE(f16, f16)
+KILN_SAMPLE(bf16, bf16)
