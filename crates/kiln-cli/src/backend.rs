@@ -86,20 +86,40 @@ pub fn run(backend: &Backend, graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Te
             }
         }),
         Backend::Cuda(dev) => {
-            let build = cuda_build_error;
-            let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-            let bound = kiln_cuda::plan::bind_input_shapes(graph, &shapes).map_err(build)?;
-            let mut ex = kiln_cuda::Executor::new(dev, &bound, kiln_cuda::Options::default()).map_err(build)?;
+            let bound = bind_for_cuda(graph, inputs)?;
+            let mut ex =
+                kiln_cuda::Executor::new(dev, &bound, kiln_cuda::Options::default()).map_err(cuda_build_error)?;
             ex.run(inputs).map_err(|e| RunError::Failed(e.to_string()))
         }
         Backend::CudaLowering => {
-            let shapes: Vec<Vec<usize>> = inputs.iter().map(|t| t.shape().to_vec()).collect();
-            let bound = kiln_cuda::plan::bind_input_shapes(graph, &shapes).map_err(cuda_build_error)?;
+            let bound = bind_for_cuda(graph, inputs)?;
             let plan = kiln_cuda::ExecutionPlan::new(&bound).map_err(cuda_build_error)?;
             kiln_cuda::executor::lower(&plan, &kiln_cuda::Options::default()).map_err(cuda_build_error)?;
             Ok(vec![])
         }
     }
+}
+
+/// `graph` bound to the inputs' shapes and shape-tensor values; where a value was bound,
+/// simplified again (level 1: folding) so that what it determines becomes constant.
+/// When shapes stay unknown, small inputs are bound by value too.
+fn bind_for_cuda(graph: &Graph, inputs: &[Tensor]) -> Result<Graph, RunError> {
+    use kiln_cuda::bind::{ValueBinding, bind_inputs, fully_known};
+    let bound = simplify_bound(bind_inputs(graph, inputs, ValueBinding::ShapeTensors).map_err(cuda_build_error)?)?;
+    if fully_known(&bound) {
+        return Ok(bound);
+    }
+    simplify_bound(bind_inputs(graph, inputs, ValueBinding::SmallInputs).map_err(cuda_build_error)?)
+}
+
+fn simplify_bound(bound: Graph) -> Result<Graph, RunError> {
+    let any_value = bound.inputs.iter().any(|&o| bound.outlet(o).is_ok_and(|v| v.fact.value.is_some()));
+    if !any_value {
+        return Ok(bound);
+    }
+    crate::optimize(&bound, 1, crate::LayoutArg::Nchw)
+        .map(|(g, _)| g)
+        .map_err(|e| RunError::Failed(format!("simplifying after binding shape tensors: {e}")))
 }
 
 /// A CUDA executor that refuses a graph when built: unsupported, else failed.

@@ -679,12 +679,24 @@ impl Executor {
                 inputs.len()
             )));
         }
-        for (&id, t) in self.plan.inputs.iter().zip(inputs) {
+        for ((&id, t), bound) in self.plan.inputs.iter().zip(inputs).zip(&self.plan.bound_inputs) {
             let slot = self.plan.slot(id);
             if t.dtype() != slot.dtype || t.shape() != slot.shape.as_slice() {
                 return Err(CudaError::Input {
                     name: slot.name.clone(),
                     msg: format!("expected {}{:?}, got {}{:?}", slot.dtype, slot.shape, t.dtype(), t.shape()),
+                });
+            }
+            if let Some(b) = bound
+                && b.bytes() != t.bytes()
+            {
+                return Err(CudaError::Input {
+                    name: slot.name.clone(),
+                    msg: format!(
+                        "is a shape tensor bound to {:?} when the executor was built; got {:?} (build again for it)",
+                        b.to_f64_vec().unwrap_or_default(),
+                        t.to_f64_vec().unwrap_or_default()
+                    ),
                 });
             }
             self.memory.buffer(slot.view.buffer).upload(&self.stream, slot.view.offset, t.bytes())?;

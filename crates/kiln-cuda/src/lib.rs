@@ -9,6 +9,7 @@
 //! - `launch`: typed launchers of those kernels (a loaded-module cache, device buffers
 //!   checked against shapes, the kernel for each dtype, grid sizes).
 //! - `planner`: one activation arena, offsets planned from tensor lifetimes (best fit).
+//! - `bind`: a graph bound to one build's input shapes and shape-tensor values.
 //! - `plan`: a graph with known shapes → steps in order, every value's slot (arena
 //!   offset or packed weights), aliases for reshapes, the memory report. Host only.
 //! - `memory`: the executor's device buffers (arena, weights, workspace) and views.
@@ -19,6 +20,7 @@
 //! - `executor`: per-op lowering to launches, `run` on host tensors; `graph_capture`:
 //!   the launches captured once into a CUDA graph and replayed.
 
+pub mod bind;
 pub mod blas;
 pub mod device;
 pub mod dnn;

@@ -13,7 +13,9 @@
 use std::collections::HashMap;
 
 use kiln_ir::ops::{ElementwiseOp, MovementOp};
-use kiln_ir::{DType, Dim, Graph, Node, NodeId, Op, OutletId, Shape, Tensor};
+use kiln_ir::{DType, Graph, Node, NodeId, Op, OutletId, Shape, Tensor};
+
+pub use crate::bind::{bind_input_shapes, bind_inputs};
 
 use crate::memory::{BufferKind, View};
 use crate::planner::{self, ALIGN, Lifetime};
@@ -107,6 +109,9 @@ pub struct ExecutionPlan {
     /// The constants' values by slot, so that operands that are attributes in practice
     /// (axes, pads, slice bounds) can be read on the host when lowering.
     pub constants: HashMap<SlotId, Tensor>,
+    /// Per graph input, the value it was bound to at build time (a shape tensor, see
+    /// [`crate::bind`]); a run must give that same value.
+    pub bound_inputs: Vec<Option<Tensor>>,
     pub report: MemoryReport,
 }
 
@@ -294,56 +299,13 @@ impl<'g> Planning<'g> {
             }
         }
         let report = MemoryReport { arena_bytes: arena.size, unshared_activation_bytes: arena.unshared, weight_bytes };
-        Ok(ExecutionPlan { steps, slots, inputs, outputs, weights, constants, report })
-    }
-}
-
-/// A copy of `graph` whose inputs have the given shapes, every fact inferred again (so
-/// a symbolic `batch` becomes a number everywhere). Shapes are given in input order.
-pub fn bind_input_shapes(graph: &Graph, shapes: &[Vec<usize>]) -> Result<Graph> {
-    if shapes.len() != graph.inputs.len() {
-        return Err(CudaError::Graph(format!(
-            "the graph has {} inputs, {} shapes given",
-            graph.inputs.len(),
-            shapes.len()
-        )));
-    }
-    let order = graph.eval_order().map_err(|e| CudaError::Graph(e.to_string()))?;
-    let mut out = Graph::new(graph.name.clone());
-    out.captures = graph.captures.clone();
-    let mut map: HashMap<NodeId, NodeId> = HashMap::new();
-    let gerr = |e: kiln_ir::IrError| CudaError::Graph(e.to_string());
-    for &n in &order {
-        let node = &graph.nodes[n];
-        let inputs: Vec<Option<OutletId>> =
-            node.inputs.iter().map(|i| i.map(|o| OutletId::new(map[&o.node], o.slot))).collect();
-        let id = if let Some(k) = graph.inputs.iter().position(|o| o.node == n) {
-            let mut fact = node.outputs[0].fact.clone();
-            let shape = &shapes[k];
-            if let Some(declared) = &fact.shape {
-                let fits = declared.rank() == shape.len()
-                    && declared.0.iter().zip(shape).all(|(d, &s)| !matches!(d, Dim::Known(k) if *k != s));
-                if !fits {
-                    return Err(CudaError::Input {
-                        name: node.outputs[0].name.clone(),
-                        msg: format!("shape {shape:?} does not fit the declared {declared}"),
-                    });
-                }
+        let bound_inputs: Vec<Option<Tensor>> =
+            graph.inputs.iter().map(|&o| graph.outlet(o).ok().and_then(|v| v.fact.value.clone())).collect();
+        for (&id, value) in inputs.iter().zip(&bound_inputs) {
+            if let Some(v) = value {
+                constants.insert(slots[id].root, v.clone());
             }
-            fact.shape = Some(Shape::known(shape));
-            fact.value = None;
-            out.push_node(node.name.clone(), node.op.clone(), inputs, vec![(node.outputs[0].name.clone(), fact)])
-                .map_err(gerr)?
-        } else if matches!(node.op, Op::Constant(_)) {
-            let outs = node.outputs.iter().map(|o| (o.name.clone(), o.fact.clone())).collect();
-            out.push_node(node.name.clone(), node.op.clone(), inputs, outs).map_err(gerr)?
-        } else {
-            let names = node.outputs.iter().map(|o| o.name.clone()).collect();
-            out.add_node(node.name.clone(), node.op.clone(), inputs, names).map_err(gerr)?
-        };
-        map.insert(n, id);
+        }
+        Ok(ExecutionPlan { steps, slots, inputs, outputs, weights, constants, bound_inputs, report })
     }
-    out.inputs = graph.inputs.iter().map(|o| OutletId::new(map[&o.node], o.slot)).collect();
-    out.outputs = graph.outputs.iter().map(|o| OutletId::new(map[&o.node], o.slot)).collect();
-    Ok(out)
 }
