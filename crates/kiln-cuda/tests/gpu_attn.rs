@@ -9,7 +9,10 @@ mod support;
 use kiln_ir::ops::attention::{Attention, AttentionOp, LinearAttention, QkOutputMode, UpdateRule};
 use kiln_ir::ops::nn::{Einsum, NnOp};
 use kiln_ir::ops::recurrent::{Activation, Direction, Recurrent};
-use kiln_ir::ops::vision::{GridPadding, GridSample, Interp, RoiAlign, RoiPool};
+use kiln_ir::ops::vision::{
+    CoordMode, GridPadding, GridSample, Interp, KeepAspect, NearestMode, Resize, ResizeInputs, ResizeKind, RoiAlign,
+    RoiPool,
+};
 use kiln_ir::ops::{Op, RecurrentOp, VisionOp};
 use kiln_ir::{DType, NetworkDefinition, Shape, Tensor};
 use support::*;
@@ -356,6 +359,85 @@ fn roi_align(dtype: DType, tol: f64) -> Case {
     }
 }
 
+fn resize_op(mode: Interp, coord: CoordMode) -> Resize {
+    Resize {
+        kind: ResizeKind::Resize,
+        inputs: ResizeInputs::Full,
+        mode,
+        coord,
+        nearest: NearestMode::RoundPreferFloor,
+        cubic_coeff_a: -0.75,
+        exclude_outside: false,
+        extrapolation_value: 0.0,
+        antialias: false,
+        axes: None,
+        keep_aspect: KeepAspect::Stretch,
+    }
+}
+
+/// Resize: nearest (every rounding), linear and cubic under several coordinate modes,
+/// up and down, antialias, exclude_outside, sizes with keep_aspect_ratio_policy and axes,
+/// tf_crop_and_resize with extrapolation.
+fn resize(dtype: DType, tol: f64) -> Case {
+    let mut net = NetworkDefinition::new("resize");
+    let x = net.add_input("x", dtype, Shape::known(&[2, 3, 6, 5]));
+    let f32s = |v: &[f32]| Tensor::from_vec(vec![v.len()], v.to_vec()).unwrap();
+    let up = net.add_constant("up", f32s(&[1.0, 1.0, 1.7, 2.2]));
+    let down = net.add_constant("down", f32s(&[1.0, 1.0, 0.6, 0.45]));
+    let sizes = net.add_constant("sizes", ints(&[4, 7]));
+    let roi = net.add_constant("roi", f32s(&[0.0, 0.0, 0.2, -0.1, 1.0, 1.0, 0.9, 1.3]));
+    let mut variants: Vec<(Resize, Option<_>, Option<_>, Option<_>)> = Vec::new();
+    for (i, nearest) in
+        [NearestMode::RoundPreferFloor, NearestMode::RoundPreferCeil, NearestMode::Floor, NearestMode::Ceil]
+            .into_iter()
+            .enumerate()
+    {
+        let coord =
+            [CoordMode::HalfPixel, CoordMode::Asymmetric, CoordMode::AlignCorners, CoordMode::TfHalfPixelForNn][i];
+        let r = Resize { nearest, ..resize_op(Interp::Nearest, coord) };
+        variants.push((r, None, Some(if i % 2 == 0 { up } else { down }), None));
+    }
+    for mode in [Interp::Linear, Interp::Cubic] {
+        for (i, coord) in
+            [CoordMode::HalfPixel, CoordMode::PytorchHalfPixel, CoordMode::AlignCorners, CoordMode::HalfPixelSymmetric]
+                .into_iter()
+                .enumerate()
+        {
+            variants.push((resize_op(mode, coord), None, Some(if i % 2 == 0 { up } else { down }), None));
+        }
+        variants.push((Resize { antialias: true, ..resize_op(mode, CoordMode::HalfPixel) }, None, Some(down), None));
+        variants.push((
+            Resize { exclude_outside: true, ..resize_op(mode, CoordMode::HalfPixel) },
+            None,
+            Some(up),
+            None,
+        ));
+        let r = Resize {
+            axes: Some(vec![2, 3]),
+            keep_aspect: KeepAspect::NotLarger,
+            ..resize_op(mode, CoordMode::HalfPixel)
+        };
+        variants.push((r, None, None, Some(sizes)));
+        let r = Resize { extrapolation_value: 0.5, ..resize_op(mode, CoordMode::TfCropAndResize) };
+        variants.push((r, Some(roi), Some(up), None));
+    }
+    for (i, (r, roi, scales, sizes)) in variants.into_iter().enumerate() {
+        let o = net.add_layer_opt(
+            &format!("resize{i}"),
+            Op::Vision(VisionOp::Resize(r)),
+            vec![Some(x), roi, scales, sizes],
+            1,
+        );
+        out(&mut net, o.unwrap()[0], &format!("resize{i}"));
+    }
+    Case {
+        name: if dtype == DType::F16 { "resize_f16" } else { "resize" },
+        graph: net.build(),
+        inputs: vec![(dtype, vec![2, 3, 6, 5])],
+        tol,
+    }
+}
+
 fn cases() -> Vec<Case> {
     vec![
         attention_4d(DType::F32, 1e-4),
@@ -373,6 +455,8 @@ fn cases() -> Vec<Case> {
         sampling(DType::F16, 1e-2),
         roi_align(DType::F32, 1e-4),
         roi_align(DType::F16, 1e-2),
+        resize(DType::F32, 1e-5),
+        resize(DType::F16, 1e-2),
     ]
 }
 
