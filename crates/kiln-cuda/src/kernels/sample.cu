@@ -28,7 +28,9 @@ __device__ i64 gs_pixel(i64 i, i64 len, int padding, double lo, double hi) {
 __device__ int gs_taps(float v, i64 len, int mode, int padding, bool align, i64* idx, double* wt) {
     const double lo = align ? 0.0 : -0.5, hi = align ? (double)len - 1.0 : (double)len - 0.5;
     const float lf = (float)len;
-    const float xf = align ? (v + 1.f) / 2.f * (lf - 1.f) : ((v + 1.f) * lf - 1.f) / 2.f;
+    // Rounded step by step (no fused multiply-add), as the host computes it.
+    const float xf = align ? __fmul_rn(__fdiv_rn(__fadd_rn(v, 1.f), 2.f), __fsub_rn(lf, 1.f))
+                           : __fdiv_rn(__fsub_rn(__fmul_rn(__fadd_rn(v, 1.f), lf), 1.f), 2.f);
     double x = (double)xf;
     if (mode == 0) x = rint(x);
     if (x < lo || x > hi) {
@@ -241,7 +243,7 @@ __device__ double rs_coord(int coord, double y, double scale, i64 in_len, i64 ou
     switch (coord) {
         case 0: return (y + 0.5) / scale - 0.5;
         case 1: {
-            const double adj = (double)out_len / out_f, off = in_f / 2.0 * (1.0 - adj);
+            const double adj = (double)out_len / out_f, off = __dmul_rn(in_f / 2.0, 1.0 - adj);
             return off + (y + 0.5) / scale - 0.5;
         }
         case 2: return out_f == 1.0 ? -0.5 : (y + 0.5) / scale - 0.5;
@@ -250,7 +252,7 @@ __device__ double rs_coord(int coord, double y, double scale, i64 in_len, i64 ou
         case 5: return (y + 0.5) / scale;
         default: {
             double x = out_f == 1.0 ? (end - start) * (in_f - 1.0) / 2.0 : y * (end - start) * (in_f - 1.0) / (out_f - 1.0);
-            x += start * (in_f - 1.0);
+            x = __dadd_rn(x, __dmul_rn(start, in_f - 1.0));
             *extrap = x < 0.0 || x > in_f - 1.0;
             return x;
         }
