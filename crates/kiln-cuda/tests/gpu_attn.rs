@@ -70,12 +70,14 @@ fn attention_3d_past(dtype: DType, tol: f64) -> Case {
     let m = net.add_input("mask", DType::Bool, Shape::known(&[2, 1, 3, 7]));
     let pk = net.add_input("past_k", dtype, Shape::known(&[2, 2, 4, 8]));
     let pv = net.add_input("past_v", dtype, Shape::known(&[2, 2, 4, 6]));
+    let fm = net.add_input("float_mask", dtype, Shape::known(&[3, 7]));
     for (i, mode) in [QkOutputMode::MatMul, QkOutputMode::Softcap, QkOutputMode::Masked, QkOutputMode::Softmax]
         .into_iter()
         .enumerate()
     {
         let a = Attention {
-            is_causal: true,
+            // The masked scores are compared: no -inf in them (mode 2).
+            is_causal: i != 2,
             q_num_heads: Some(4),
             kv_num_heads: Some(2),
             qk_output: mode,
@@ -83,7 +85,7 @@ fn attention_3d_past(dtype: DType, tol: f64) -> Case {
             softcap: if i == 1 { 2.0 } else { 0.0 },
             ..base()
         };
-        let mask = if i == 2 { None } else { Some(m) };
+        let mask = if i == 2 { Some(fm) } else { Some(m) };
         let name = format!("attn{i}");
         let o =
             net.add_layer_opt(&name, attn(a), vec![Some(q), Some(k), Some(v), mask, Some(pk), Some(pv)], 4).unwrap();
@@ -101,6 +103,7 @@ fn attention_3d_past(dtype: DType, tol: f64) -> Case {
             (DType::Bool, vec![2, 1, 3, 7]),
             (dtype, vec![2, 2, 4, 8]),
             (dtype, vec![2, 2, 4, 6]),
+            (dtype, vec![3, 7]),
         ],
         tol,
     }
@@ -465,8 +468,21 @@ fn attention_recurrent_sampling_plan_and_lower_on_the_host() {
     check_lowers(cases());
 }
 
-#[test]
-#[ignore = "needs a CUDA GPU"]
-fn attention_recurrent_sampling_match_the_cpu() {
-    check_on_gpu(cases());
+// One GPU test per op family, so that one failure hides no other.
+macro_rules! gpu_test {
+    ($name:ident, $($case:expr),+) => {
+        #[test]
+        #[ignore = "needs a CUDA GPU"]
+        fn $name() {
+            check_on_gpu(vec![$($case),+]);
+        }
+    };
 }
+gpu_test!(gpu_attention_4d, attention_4d(DType::F32, 1e-4), attention_4d(DType::F16, 1e-2));
+gpu_test!(gpu_attention_3d_past, attention_3d_past(DType::F32, 1e-4), attention_3d_past(DType::F16, 1e-2));
+gpu_test!(gpu_linear_attention, linear_attention(DType::F32, 1e-4), linear_attention(DType::F16, 1e-2));
+gpu_test!(gpu_recurrent, recurrent(DType::F32, 1e-4), recurrent(DType::F16, 1e-2));
+gpu_test!(gpu_einsum, einsums(DType::F32, 1e-4), einsums(DType::F16, 1e-2), einsums(DType::F64, 1e-10));
+gpu_test!(gpu_sampling, sampling(DType::F32, 1e-4), sampling(DType::F16, 1e-2));
+gpu_test!(gpu_roi_align, roi_align(DType::F32, 1e-4), roi_align(DType::F16, 1e-2));
+gpu_test!(gpu_resize, resize(DType::F32, 1e-5), resize(DType::F16, 1e-2));

@@ -186,10 +186,11 @@ fn resize(cx: &mut Cx, r: &Resize) -> Lowered {
     if nearest && !super::is_storage(dtype) {
         return Err(format!("dtype {dtype}"));
     }
-    let tf = r.coord == CoordMode::TfCropAndResize;
-    let axes: Vec<usize> = (0..xs.len())
-        .filter(|&a| xs[a] != ys[a] || plan.scales[a] != 1.0 || (tf && plan.roi[a] != (0.0, 1.0)))
-        .collect();
+    // An axis of scale 1 and the same length maps each position to itself, except under
+    // tf_half_pixel_for_nn (x = j + 0.5) and tf_crop_and_resize (the roi), which resample
+    // it like any other.
+    let shifts = matches!(r.coord, CoordMode::TfHalfPixelForNn | CoordMode::TfCropAndResize);
+    let axes: Vec<usize> = (0..xs.len()).filter(|&a| xs[a] != ys[a] || plan.scales[a] != 1.0 || shifts).collect();
     for &a in &axes {
         if xs[a] == 0 && ys[a] > 0 {
             return Err(format!("cannot resize an empty axis {a} to {}", ys[a]));
