@@ -63,9 +63,21 @@ class Model:
     # Sigmoid node are compared with the exact sigmoid (f64) of ONNX Runtime's own
     # input to that Sigmoid instead.
     exact_sigmoid: bool = False
+    # Integer inputs: name -> (low, high) of uniform random int64 values.
+    int_ranges: dict = field(default_factory=dict)
+    # Exported on the device by python/export_torch_models.py --keep-weights into
+    # --torch-models DIR; checked only when that folder is given.
+    torch: bool = False
 
     def model_path(self):
+        if self.torch:
+            if not TORCH_DIR:
+                raise LookupError("exported models need --torch-models DIR")
+            return os.path.join(TORCH_DIR, f"{self.name}.onnx")
         return self.path if self.path else locate.locate(self.name)
+
+
+TORCH_DIR = None
 
 
 MODELS = [
@@ -80,6 +92,11 @@ MODELS = [
     Model("ppocr-rec", {"x": (1, 3, 48, 320)}),
     # The bundled digits CNN (opset 17, batch dynamic).
     Model("digits", {"image": (4, 1, 8, 8)}),
+    # torchvision and transformers models with random weights (export_torch_models.py).
+    Model("resnet50", {"input": (1, 3, 224, 224)}, low=-1.0, high=1.0, torch=True),
+    Model("mobilenetv2", {"input": (1, 3, 224, 224)}, low=-1.0, high=1.0, torch=True),
+    Model("bert-base", {"input_ids": (1, 128), "attention_mask": (1, 128), "token_type_ids": (1, 128)},
+          int_ranges={"input_ids": (0, 30000), "attention_mask": (1, 2), "token_type_ids": (0, 2)}, torch=True),
 ]
 
 
@@ -119,6 +136,10 @@ def make_inputs(model, sess):
                            f"{sorted(model.inputs)}")
     feeds = {}
     for name, shape in model.inputs.items():
+        if name in model.int_ranges and declared[name].type == "tensor(int64)":
+            low, high = model.int_ranges[name]
+            feeds[name] = rng.integers(low, high, size=shape, dtype=np.int64)
+            continue
         if declared[name].type != "tensor(float)":
             raise RuntimeError(f"input {name} is {declared[name].type}; only float inputs "
                                f"are generated (extend make_inputs)")
@@ -283,7 +304,15 @@ def main(argv):
     ap.add_argument("--timeout", type=float, default=float(os.environ.get("KILN_TIMEOUT", 1200)),
                     help="seconds per kiln run (default 1200, env KILN_TIMEOUT)")
     ap.add_argument("-v", "--verbose", action="store_true", help="print timings")
+    ap.add_argument("--kiln-args", default="", help="more arguments for every `kiln run` "
+                    "(e.g. '--backend cuda --fp16')")
+    ap.add_argument("--threshold", type=float, help="relative L2 threshold for every output "
+                    "(default: each model's own)")
+    ap.add_argument("--torch-models", metavar="DIR", help="also check the PyTorch models "
+                    "exported into DIR by python/export_torch_models.py --keep-weights")
     args = ap.parse_args(argv)
+    global TORCH_DIR
+    TORCH_DIR = args.torch_models
 
     by_name = {m.name: m for m in MODELS}
     if args.list:
@@ -300,7 +329,11 @@ def main(argv):
         print(f"unknown model(s): {', '.join(unknown)}; known: {', '.join(by_name)}",
               file=sys.stderr)
         return 2
-    selected = [by_name[n] for n in args.models] if args.models else MODELS
+    default = [m for m in MODELS if TORCH_DIR or not m.torch]
+    selected = [by_name[n] for n in args.models] if args.models else default
+    extra = shlex.split(args.kiln_args)
+    selected = [dataclasses.replace(m, kiln_args=m.kiln_args + extra,
+                                    threshold=args.threshold or m.threshold) for m in selected]
     if args.self_test:
         # The fake kiln *is* ONNX Runtime: compare it with ONNX Runtime's own outputs.
         selected = [dataclasses.replace(m, exact_sigmoid=False) for m in selected]

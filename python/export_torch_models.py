@@ -3,6 +3,7 @@
 Run where PyTorch, torchvision and transformers are installed (the device machine):
 
     python3 python/export_torch_models.py OUT_DIR
+    python3 python/export_torch_models.py OUT_DIR --keep-weights   # full models (GPU checks)
 
 Each model is exported with random weights (no download), then every floating-point
 initializer larger than 1 KiB is moved to an external-data file `<name>.weights` that is
@@ -37,13 +38,19 @@ def strip_weights(path, name):
     print(f"{name}: {os.path.getsize(path)} bytes of graph, {len(model.graph.node)} nodes, {offset} bytes of weights")
 
 
+KEEP_WEIGHTS = "--keep-weights" in sys.argv
+
+
 def export(model, args, name, out, input_names, dynamic_axes=None, dynamo=False):
     path = os.path.join(out, f"{name}.onnx")
     model.eval()
     with torch.no_grad():
         torch.onnx.export(model, args, path, opset_version=17, input_names=input_names,
                           dynamic_axes=dynamic_axes, dynamo=dynamo, do_constant_folding=True)
-    strip_weights(path, name)
+    if KEEP_WEIGHTS:
+        print(f"{name}: {os.path.getsize(path)} bytes with weights")
+    else:
+        strip_weights(path, name)
 
 
 class Bert(torch.nn.Module):
@@ -76,6 +83,8 @@ def main():
     types = torch.zeros(1, 128, dtype=torch.int64)
     names = ["input_ids", "attention_mask", "token_type_ids"]
     export(bert, (ids, mask, types), "bert-base", out, names)
+    if KEEP_WEIGHTS:
+        return
     dyn = {n: {0: "batch", 1: "seq"} for n in names}
     export(bert, (ids, mask, types), "bert-base-dynamic", out, names, dynamic_axes=dyn)
     try:

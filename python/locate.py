@@ -9,6 +9,9 @@
     python/locate.py --list         # every name and its path (or "missing")
     python/locate.py --check        # exit 1 unless every pip-installed asset exists
 
+With KILN_ASSETS=DIR set (the GPU bundle), a pip-installed asset is DIR/<basename>
+when that file exists there (the device machine has no .venv with the packages).
+
 Packages are only located, never imported (importlib.util.find_spec on a
 top-level package does not run its __init__), so nudenet's and rapidocr's
 runtime dependencies (opencv, ...) are not needed.  Exit status 1 with a
@@ -43,6 +46,9 @@ def locate(name):
     if name not in ASSETS:
         raise LookupError(f"unknown asset {name!r}; known: {', '.join(ASSETS)}")
     package, rel = ASSETS[name]
+    carried = os.environ.get("KILN_ASSETS")
+    if carried and package is not None and os.path.exists(os.path.join(carried, os.path.basename(rel))):
+        return os.path.join(carried, os.path.basename(rel))
     bases = [REPO] if package is None else package_dirs(package)
     if not bases:
         raise LookupError(f"{name}: python package {package!r} is not installed "

@@ -71,53 +71,107 @@ impl std::fmt::Display for RunError {
     }
 }
 
-/// Runs `graph` on `inputs` with the backend. On CUDA the graph's symbolic input dims are
-/// bound from the inputs' shapes first, then it is planned, lowered and run once.
-pub fn run(backend: &Backend, graph: &Graph, inputs: &[Tensor]) -> Result<Vec<Tensor>, RunError> {
+/// How a graph is built for the CUDA backend.
+#[derive(Clone, Copy, Debug)]
+pub struct BuildOptions {
+    /// Compute in FP16 where the graph computes in FP32 (`--fp16`).
+    pub fp16: bool,
+    /// The optimisation level to run again once inputs are bound (at least 1: folding
+    /// what the bound shapes and values determine).
+    pub opt_level: u8,
+}
+
+/// What the CUDA build made: the memory plan and the launch list.
+#[derive(Clone, Debug)]
+pub struct BuildInfo {
+    pub memory: kiln_cuda::MemoryReport,
+    pub workspace_bytes: usize,
+    pub launches: usize,
+    pub cuda_graph: bool,
+    pub precision: &'static str,
+}
+
+/// Runs `graph` on `inputs` with the backend. On CUDA the graph's symbolic input dims
+/// (and shape tensors) are bound from the inputs first, then it is optimised again where
+/// that changed something, planned, lowered and run once; the build is described.
+pub fn run_with(
+    backend: &Backend,
+    graph: &Graph,
+    inputs: &[Tensor],
+    options: BuildOptions,
+) -> Result<(Vec<Tensor>, Option<BuildInfo>), RunError> {
     match backend {
-        Backend::Cpu => kiln_cpu::run(graph, inputs).map_err(|e| {
-            if matches!(
-                cpu_root(&e),
-                kiln_cpu::CpuError::UnsupportedDType { .. } | kiln_cpu::CpuError::Unsupported { .. }
-            ) {
-                RunError::Unsupported(e.to_string())
-            } else {
-                RunError::Failed(e.to_string())
+        Backend::Cpu => {
+            if options.fp16 {
+                return Err(RunError::Unsupported("--fp16 needs the CUDA backend".into()));
             }
-        }),
+            let out = kiln_cpu::run(graph, inputs).map_err(|e| {
+                if matches!(
+                    cpu_root(&e),
+                    kiln_cpu::CpuError::UnsupportedDType { .. } | kiln_cpu::CpuError::Unsupported { .. }
+                ) {
+                    RunError::Unsupported(e.to_string())
+                } else {
+                    RunError::Failed(e.to_string())
+                }
+            })?;
+            Ok((out, None))
+        }
         Backend::Cuda(dev) => {
-            let bound = bind_for_cuda(graph, inputs)?;
+            let built = build_for_cuda(graph, inputs, options)?;
             let mut ex =
-                kiln_cuda::Executor::new(dev, &bound, kiln_cuda::Options::default()).map_err(cuda_build_error)?;
-            ex.run(inputs).map_err(|e| RunError::Failed(e.to_string()))
+                kiln_cuda::Executor::new(dev, &built, kiln_cuda::Options::default()).map_err(cuda_build_error)?;
+            let info = BuildInfo {
+                memory: ex.plan().report,
+                workspace_bytes: ex.memory().workspace.bytes(),
+                launches: ex.launches().len(),
+                cuda_graph: ex.uses_cuda_graph(),
+                precision: if options.fp16 { "fp16" } else { "fp32" },
+            };
+            let out = ex.run(inputs).map_err(|e| RunError::Failed(e.to_string()))?;
+            Ok((out, Some(info)))
         }
         Backend::CudaLowering => {
-            let bound = bind_for_cuda(graph, inputs)?;
-            let plan = kiln_cuda::ExecutionPlan::new(&bound).map_err(cuda_build_error)?;
+            let built = build_for_cuda(graph, inputs, options)?;
+            let plan = kiln_cuda::ExecutionPlan::new(&built).map_err(cuda_build_error)?;
             kiln_cuda::executor::lower(&plan, &kiln_cuda::Options::default()).map_err(cuda_build_error)?;
-            Ok(vec![])
+            Ok((vec![], None))
         }
     }
 }
 
-/// `graph` bound to the inputs' shapes and shape-tensor values; where a value was bound,
-/// simplified again (level 1: folding) so that what it determines becomes constant.
+fn build_for_cuda(graph: &Graph, inputs: &[Tensor], options: BuildOptions) -> Result<Graph, RunError> {
+    let bound = bind_for_cuda(graph, inputs, options.opt_level.max(1))?;
+    if !options.fp16 {
+        return Ok(bound);
+    }
+    kiln_cuda::precision::reduce_precision(&bound, kiln_ir::DType::F16)
+        .map_err(|e| RunError::Unsupported(format!("fp16: {e}")))
+}
+
+/// `graph` bound to the inputs' shapes and shape-tensor values; where a value was bound
+/// or shapes were unknown, optimised again at `level` so that what the
+/// bound shapes and values determine becomes constant.
 /// When shapes stay unknown, small inputs are bound by value too.
-fn bind_for_cuda(graph: &Graph, inputs: &[Tensor]) -> Result<Graph, RunError> {
+fn bind_for_cuda(graph: &Graph, inputs: &[Tensor], level: u8) -> Result<Graph, RunError> {
     use kiln_cuda::bind::{ValueBinding, bind_inputs, fully_known};
-    let bound = simplify_bound(bind_inputs(graph, inputs, ValueBinding::ShapeTensors).map_err(cuda_build_error)?)?;
+    let symbolic = !fully_known(graph);
+    let bound = bind_inputs(graph, inputs, ValueBinding::ShapeTensors).map_err(cuda_build_error)?;
+    let bound = simplify_bound(bound, symbolic, level)?;
     if fully_known(&bound) {
         return Ok(bound);
     }
-    simplify_bound(bind_inputs(graph, inputs, ValueBinding::SmallInputs).map_err(cuda_build_error)?)
+    simplify_bound(bind_inputs(graph, inputs, ValueBinding::SmallInputs).map_err(cuda_build_error)?, true, level)
 }
 
-fn simplify_bound(bound: Graph) -> Result<Graph, RunError> {
+/// Optimises a bound graph again when binding changed something (`symbolic`: the graph
+/// had unknown dims or values before).
+fn simplify_bound(bound: Graph, symbolic: bool, level: u8) -> Result<Graph, RunError> {
     let any_value = bound.inputs.iter().any(|&o| bound.outlet(o).is_ok_and(|v| v.fact.value.is_some()));
-    if !any_value {
+    if !any_value && !symbolic {
         return Ok(bound);
     }
-    crate::optimize(&bound, 1, crate::LayoutArg::Nchw)
+    crate::optimize(&bound, level, crate::LayoutArg::Nchw)
         .map(|(g, _)| g)
         .map_err(|e| RunError::Failed(format!("simplifying after binding shape tensors: {e}")))
 }
@@ -138,6 +192,13 @@ fn cpu_root(e: &kiln_cpu::CpuError) -> &kiln_cpu::CpuError {
 }
 
 /// [`run`] for the CLI: any error as an `anyhow` error.
-pub fn run_or_fail(backend: &Backend, graph: &Graph, inputs: &[Tensor]) -> anyhow::Result<Vec<Tensor>> {
-    run(backend, graph, inputs).map_err(|e| anyhow::anyhow!("{e}")).context(format!("running on {}", backend.name()))
+pub fn run_or_fail(
+    backend: &Backend,
+    graph: &Graph,
+    inputs: &[Tensor],
+    options: BuildOptions,
+) -> anyhow::Result<(Vec<Tensor>, Option<BuildInfo>)> {
+    run_with(backend, graph, inputs, options)
+        .map_err(|e| anyhow::anyhow!("{e}"))
+        .context(format!("running on {}", backend.name()))
 }

@@ -204,7 +204,7 @@ fn run_case(dir: &Path, backend: &Backend, opt_level: u8, layout: crate::LayoutA
         return result(Status::Failed, "no test data sets".into());
     }
     for set in &sets {
-        if let Err((status, msg)) = run_data_set(backend, &graph, set) {
+        if let Err((status, msg)) = run_data_set(backend, &graph, set, opt_level) {
             return result(status, format!("{}: {msg}", name_of(set)));
         }
     }
@@ -235,13 +235,14 @@ fn read_numbered(set: &Path, prefix: &str) -> Result<Vec<Tensor>, (Status, Strin
     Ok(out)
 }
 
-fn run_data_set(backend: &Backend, graph: &kiln_ir::Graph, set: &Path) -> Result<(), (Status, String)> {
+fn run_data_set(backend: &Backend, graph: &kiln_ir::Graph, set: &Path, opt_level: u8) -> Result<(), (Status, String)> {
     let inputs = read_numbered(set, "input")?;
     let expected = read_numbered(set, "output")?;
     if inputs.len() != graph.inputs.len() {
         return Err((Status::Failed, format!("{} inputs given, the model takes {}", inputs.len(), graph.inputs.len())));
     }
-    let outputs = crate::backend::run(backend, graph, &inputs).map_err(|e| match e {
+    let options = crate::backend::BuildOptions { fp16: false, opt_level };
+    let outputs = crate::backend::run_with(backend, graph, &inputs, options).map(|(o, _)| o).map_err(|e| match e {
         RunError::Unsupported(m) => (Status::Unsupported, m),
         RunError::Failed(m) => (Status::Failed, m),
     })?;

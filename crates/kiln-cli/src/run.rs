@@ -39,13 +39,30 @@ pub struct Args {
     /// Layout of convolution regions (with the optimiser on).
     #[arg(long, value_enum, default_value_t = crate::LayoutArg::Nchw)]
     layout: crate::LayoutArg,
+    /// Build in FP16 where the model computes in FP32 (CUDA backend; inputs and outputs
+    /// stay FP32).
+    #[arg(long)]
+    fp16: bool,
+    /// Also print the build: memory plan (arena vs. all activations), launches, CUDA graph.
+    #[arg(long, short)]
+    verbose: bool,
+    /// With `--backend cuda`: bind, plan and lower on the host only (no GPU is opened,
+    /// nothing runs) — checks that the CUDA executor accepts the model.
+    #[arg(long)]
+    lower_only: bool,
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
-    let (backend, why) = crate::backend::Backend::select(args.backend)?;
+    let (backend, why) = match (args.lower_only, args.backend) {
+        (true, crate::backend::BackendArg::Cuda) => {
+            (crate::backend::Backend::CudaLowering, "cuda lowering on the host (nothing runs)".to_string())
+        }
+        (true, _) => bail!("--lower-only needs --backend cuda"),
+        (false, b) => crate::backend::Backend::select(b)?,
+    };
     if args.backend == crate::backend::BackendArg::Auto {
         eprintln!("backend {why}");
     }
@@ -66,7 +83,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let mut notes = Vec::new();
     let inputs = make_inputs(graph, &args.inputs, &args.shapes, args.seed, &mut notes)?;
     let t1 = Instant::now();
-    let outputs = crate::backend::run_or_fail(&backend, graph, &inputs)
+    let build = crate::backend::BuildOptions { fp16: args.fp16, opt_level: args.opt_level };
+    let (outputs, info) = crate::backend::run_or_fail(&backend, graph, &inputs, build)
         .with_context(|| format!("running {}", args.model.display()))?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;
     let names: Vec<String> = graph.outputs.iter().map(|o| graph.outlet_name(*o).to_string()).collect();
@@ -88,6 +106,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             "load_ms": load_ms, "opt_level": args.opt_level, "optimize_ms": opt_ms,
             "nodes": kiln_opt::layer_count(&model.graph), "layers": layers, "run_ms": run_ms, "notes": notes, "outputs": outs,
             "accuracy": accuracy.map(|(c, n)| json!({"correct": c, "total": n, "accuracy": c as f64 / n as f64})),
+            "build": info.as_ref().map(build_json),
         });
         println!("{}", serde_json::to_string_pretty(&report)?);
         return Ok(());
@@ -103,7 +122,16 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             kiln_opt::layer_count(&model.graph)
         );
     }
-    println!("backend {why} (ran in {run_ms:.1} ms)");
+    println!("backend {why} (built and ran in {run_ms:.1} ms)");
+    if let (true, Some(i)) = (args.verbose, &info) {
+        println!(
+            "build   {}, {} launches, CUDA graph {}",
+            i.precision,
+            i.launches,
+            if i.cuda_graph { "on" } else { "off" }
+        );
+        println!("memory  {}; workspace {}", i.memory, mib(i.workspace_bytes));
+    }
     for (name, t) in names.iter().zip(&outputs) {
         println!("output  {name}: {} {:?}  {}", t.dtype(), t.shape(), summary_text(t));
     }
@@ -184,4 +212,16 @@ fn accuracy(scores: &Tensor, labels: &Tensor) -> anyhow::Result<(usize, usize)> 
         })
         .count();
     Ok((correct, labels.len()))
+}
+
+fn mib(bytes: usize) -> String {
+    format!("{:.2} MiB", bytes as f64 / (1024.0 * 1024.0))
+}
+
+fn build_json(i: &crate::backend::BuildInfo) -> serde_json::Value {
+    json!({
+        "precision": i.precision, "launches": i.launches, "cuda_graph": i.cuda_graph,
+        "arena_bytes": i.memory.arena_bytes, "activation_bytes": i.memory.unshared_activation_bytes,
+        "weight_bytes": i.memory.weight_bytes, "workspace_bytes": i.workspace_bytes,
+    })
 }

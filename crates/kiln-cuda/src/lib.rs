@@ -12,6 +12,7 @@
 //! - `bind`: a graph bound to one build's input shapes and shape-tensor values.
 //! - `plan`: a graph with known shapes → steps in order, every value's slot (arena
 //!   offset or packed weights), aliases for reshapes, the memory report. Host only.
+//! - `precision`: a graph computing in FP16/BF16 where it computed in FP32 (`--fp16`).
 //! - `memory`: the executor's device buffers (arena, weights, workspace) and views.
 //! - `blas`: cuBLASLt matrix products (FP32 without TF32 unless asked, FP16 with FP32
 //!   accumulation), algorithms enumerated by heuristic.
@@ -35,6 +36,7 @@ pub mod memory;
 pub mod nvrtc;
 pub mod plan;
 pub mod planner;
+pub mod precision;
 
 pub use device::Device;
 pub use error::{CudaError, Result};
