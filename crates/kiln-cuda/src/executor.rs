@@ -189,6 +189,8 @@ pub enum Kernel {
         bias: Option<SlotId>,
         y: SlotId,
     },
+    /// A kernel of the attention/recurrent/sampling/einsum family (`launch/family.rs`).
+    Family(Box<crate::launch::family::FamilyCall>),
 }
 
 /// A strided copy (see `Launcher::copy_strided`), in elements.
@@ -253,6 +255,10 @@ fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: 
         Op::Fused(FusedOp::SliceView { axis, windows }) => {
             cx.input(0).and_then(|x| lower::movement::split(&cx, x, *axis, windows))
         }
+        Op::Attention(a) => lower::attention::lower(&mut cx, a),
+        Op::Recurrent(r) => lower::recurrent::lower(&mut cx, r),
+        Op::Vision(v) => lower::sample::lower(&mut cx, v),
+        Op::Nn(NnOp::Einsum(e)) => lower::einsum::lower(&mut cx, e),
         Op::Nn(_) | Op::Fused(FusedOp::Layer(_)) => return lower_blas(&mut cx, options),
         _ => Err("no CUDA kernel for this op yet".into()),
     };
@@ -838,6 +844,7 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
         Kernel::RmsNorm { dtype, x, axis, scale, eps, y } => {
             l.rms_norm(*dtype, (&buf(*x), sh(*x)), *axis, (&buf(*scale), sh(*scale)), *eps, &buf(*y))
         }
+        Kernel::Family(call) => l.family(call, &buf),
         Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
     }
 }

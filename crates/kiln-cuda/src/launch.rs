@@ -28,6 +28,7 @@ use crate::{CudaError, Device, Result};
 
 pub mod dynamic;
 pub mod elementwise;
+pub mod family;
 pub mod movement;
 pub mod norm;
 pub mod pool;
