@@ -467,7 +467,13 @@ fn gemm(
         return Ok(vec![Kernel::Matmul { shape, a, b, c: Some(c), bias: None, y }]);
     }
     if g.beta != 1.0 {
-        return Err(format!("C of shape {:?} with beta {} is not supported yet", sc.shape, g.beta));
+        // C broadcast into Y first, then Y = alpha·A·B + beta·Y (cuBLASLt allows C = D).
+        let copy = lower::movement::expand_spec(&sc.shape, &sy.shape)?;
+        shape.beta = g.beta;
+        return Ok(vec![
+            Kernel::Copy { dtype: sy.dtype, src: c, dst: y, copy },
+            Kernel::Matmul { shape, a, b, c: Some(y), bias: None, y },
+        ]);
     }
     if sc.len() == n && (n == 1 || sc.shape.last() == Some(&n)) {
         // One value per output column: cuBLASLt's bias epilogue.

@@ -19,6 +19,7 @@ pub(crate) fn lower(cx: &mut Cx, op: &VisionOp) -> Lowered {
         VisionOp::AffineGrid { align_corners } => affine_grid(cx, *align_corners),
         VisionOp::RoiAlign(r) => roi_align(cx, r),
         VisionOp::Resize(r) => resize(cx, r),
+        VisionOp::CenterCropPad { .. } => super::movement::center_crop_pad(cx),
         _ => Err("no CUDA kernel for this op yet".into()),
     }
 }
