@@ -138,6 +138,15 @@ pub enum Kernel {
         axes: Vec<usize>,
         y: SlotId,
     },
+    TopK {
+        largest: bool,
+        dtype: DType,
+        x: SlotId,
+        axis: usize,
+        k: usize,
+        values: SlotId,
+        indices: SlotId,
+    },
     ArgReduce {
         max: bool,
         last: bool,
@@ -194,6 +203,8 @@ pub enum Kernel {
         bias: Option<SlotId>,
         y: SlotId,
     },
+    /// A kernel of the attention/recurrent/sampling/einsum family (`launch/family.rs`).
+    Family(Box<crate::launch::family::FamilyCall>),
 }
 
 /// A strided copy (see `Launcher::copy_strided`), in elements.
@@ -281,6 +292,10 @@ fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: 
         Op::Fused(FusedOp::SliceView { axis, windows }) => {
             cx.input(0).and_then(|x| lower::movement::split(&cx, x, *axis, windows))
         }
+        Op::Attention(a) => lower::attention::lower(&mut cx, a),
+        Op::Recurrent(r) => lower::recurrent::lower(&mut cx, r),
+        Op::Vision(v) => lower::sample::lower(&mut cx, v),
+        Op::Nn(NnOp::Einsum(e)) => lower::einsum::lower(&mut cx, e),
         Op::Nn(_) | Op::Fused(FusedOp::Layer(_)) => return lower_blas(&mut cx, options),
         _ => Err("no CUDA kernel for this op yet".into()),
     };
@@ -489,7 +504,13 @@ fn gemm(
         return Ok(vec![Kernel::Matmul { shape, a, b, c: Some(c), bias: None, y }]);
     }
     if g.beta != 1.0 {
-        return Err(format!("C of shape {:?} with beta {} is not supported yet", sc.shape, g.beta));
+        // C broadcast into Y first, then Y = alpha·A·B + beta·Y (cuBLASLt allows C = D).
+        let copy = lower::movement::expand_spec(&sc.shape, &sy.shape)?;
+        shape.beta = g.beta;
+        return Ok(vec![
+            Kernel::Copy { dtype: sy.dtype, src: c, dst: y, copy },
+            Kernel::Matmul { shape, a, b, c: Some(y), bias: None, y },
+        ]);
     }
     if sc.len() == n && (n == 1 || sc.shape.last() == Some(&n)) {
         // One value per output column: cuBLASLt's bias epilogue.
@@ -883,6 +904,9 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
             l.pad(*dtype, *mode, (&buf(*x), sh(*x)), pads, *value, &buf(*y))
         }
         Kernel::Reduce { kind, dtype, x, axes, y } => l.reduce(*kind, *dtype, (&buf(*x), sh(*x)), axes, &buf(*y)),
+        Kernel::TopK { largest, dtype, x, axis, k, values, indices } => {
+            l.topk(*largest, *dtype, &buf(*x), sh(*x), *axis, *k, &buf(*values), &buf(*indices))
+        }
         Kernel::ArgReduce { max, last, dtype, x, axis, y } => {
             l.arg_reduce(*max, *last, *dtype, (&buf(*x), sh(*x)), *axis, &buf(*y))
         }
@@ -906,6 +930,7 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
             l.rms_norm(*dtype, (&buf(*x), sh(*x)), *axis, (&buf(*scale), sh(*scale)), *eps, &buf(*y))
         }
         Kernel::Nn(k) => k.run(l, &buf, &sh),
+        Kernel::Family(call) => l.family(call, &buf),
         Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
         Kernel::Conv { .. } => Err(CudaError::Graph("a convolution outside cuDNN".into())),
     }

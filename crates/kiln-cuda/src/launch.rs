@@ -29,10 +29,12 @@ use crate::{CudaError, Device, Result};
 pub mod convpool;
 pub mod dynamic;
 pub mod elementwise;
+pub mod family;
 pub mod movement;
 pub mod norm;
 pub mod pool;
 pub mod reduce;
+pub mod topk;
 
 /// Threads per block of the grid-stride kernels.
 const THREADS: u32 = 256;

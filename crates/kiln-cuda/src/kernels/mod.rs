@@ -30,8 +30,30 @@ pub const CONVPOOL: Source = source!("convpool");
 /// Ops whose output size depends on the data: NonZero, NonMaxSuppression.
 pub const DYNAMIC: Source = source!("dynamic");
 
+/// TopK (every numeric dtype).
+pub const TOPK: Source = source!("topk");
+
+/// The family kernels (one `FamArgs` argument each, see `launch/family.rs`).
+macro_rules! family_source {
+    ($name:literal) => {
+        Source {
+            name: $name,
+            code: concat!(include_str!("common.cuh"), include_str!("family.cuh"), include_str!(concat!($name, ".cu"))),
+        }
+    };
+}
+/// Attention, LinearAttention.
+pub const ATTENTION: Source = family_source!("attention");
+/// RNN, GRU, LSTM.
+pub const RECURRENT: Source = family_source!("recurrent");
+/// GridSample, AffineGrid, RoiAlign, Resize.
+pub const SAMPLE: Source = family_source!("sample");
+/// Einsum.
+pub const EINSUM: Source = family_source!("einsum");
+
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, CONVPOOL, DYNAMIC];
+pub const ALL: &[Source] =
+    &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, CONVPOOL, DYNAMIC, TOPK, ATTENTION, RECURRENT, SAMPLE, EINSUM];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.

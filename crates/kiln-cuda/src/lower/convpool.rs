@@ -124,11 +124,11 @@ pub enum NnKernel {
 
 impl NnKernel {
     /// Enqueues the kernel; `buf` and `shape` resolve slots.
-    pub(crate) fn run<'a>(
+    pub(crate) fn run<'a, 'b>(
         &self,
         l: &Launcher,
         buf: &dyn Fn(SlotId) -> Buf<'a>,
-        shape: &dyn Fn(SlotId) -> &'a [usize],
+        shape: &dyn Fn(SlotId) -> &'b [usize],
     ) -> Result<()> {
         match self {
             NnKernel::Pool { dtype, kind, x, axes, y, indices } => {

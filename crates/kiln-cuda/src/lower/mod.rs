@@ -15,11 +15,15 @@ use crate::executor::{CopySpec, Kernel};
 use crate::plan::{ExecutionPlan, Slot, SlotId, Step};
 use crate::planner::ALIGN;
 
+pub mod attention;
 pub mod convpool;
+pub mod einsum;
 pub mod elementwise;
 pub mod fused;
 pub mod movement;
+pub mod recurrent;
 pub mod reduce;
+pub mod sample;
 
 pub(crate) type Lowered = std::result::Result<Vec<Kernel>, String>;
 

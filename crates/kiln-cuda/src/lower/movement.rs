@@ -240,3 +240,35 @@ pub(crate) fn split(cx: &Cx, x: SlotId, a: usize, windows: &[(usize, usize)]) ->
     }
     Ok(ks)
 }
+
+/// CenterCropPad: the centred overlap of input and output copied (crop start or pad
+/// start `floor(|n - m| / 2)` per axis), the rest of a padded output zero.
+pub(crate) fn center_crop_pad(cx: &mut Cx) -> Lowered {
+    let (x, y) = (cx.input(0)?, cx.single_output()?);
+    let (xs, ys) = (cx.shape(x), cx.shape(y));
+    if xs.len() != ys.len() {
+        return Err(format!("input rank {} but output rank {}", xs.len(), ys.len()));
+    }
+    let (xst, yst) = (super::contiguous(&xs), super::contiguous(&ys));
+    let (mut src_offset, mut dst_offset) = (0isize, 0isize);
+    let mut dims = Vec::with_capacity(xs.len());
+    for (a, (&n, &m)) in xs.iter().zip(&ys).enumerate() {
+        if n >= m {
+            src_offset += ((n - m) / 2) as isize * xst[a];
+        } else {
+            dst_offset += ((m - n) / 2) as isize * yst[a];
+        }
+        dims.push(n.min(m));
+    }
+    let dtype = cx.dtype(y);
+    if !is_storage(dtype) {
+        return Err(format!("dtype {dtype}"));
+    }
+    let mut kernels = Vec::new();
+    if xs.iter().zip(&ys).any(|(n, m)| n < m) {
+        kernels.push(Kernel::Fill { dtype, y, value: 0.0 });
+    }
+    let copy = CopySpec { dims, src_offset, src_strides: xst, dst_offset, dst_strides: yst };
+    kernels.push(Kernel::Copy { dtype, src: x, dst: y, copy });
+    Ok(kernels)
+}

@@ -103,6 +103,26 @@ pub(crate) fn lower(cx: &mut Cx, op: &ReduceOp) -> Lowered {
             check_suffix(cx, "scale", &cx.shape(scale), &cx.shape(x)[ax..])?;
             Ok(vec![Kernel::RmsNorm { dtype, x, axis: ax, scale, eps: r.epsilon, y }])
         }
+        ReduceOp::TopK(t) => {
+            let x = cx.input(0)?;
+            let (values, indices) = (cx.output(0)?, cx.output(1)?);
+            let shape = cx.shape(x);
+            let dtype = cx.dtype(x);
+            if !crate::launch::topk::topk_supports(dtype) {
+                return Err(format!("dtype {dtype}"));
+            }
+            let ax = axis(t.axis, shape.len())?;
+            let k = match t.k {
+                Some(k) => k,
+                None => *cx.const_ints(1, "K")?.first().ok_or("K is empty")?,
+            };
+            let k = usize::try_from(k).map_err(|_| format!("k = {k}"))?;
+            if k > shape[ax] {
+                return Err(format!("k = {k} is larger than axis {ax} ({})", shape[ax]));
+            }
+            // Unsorted output may be in any order: the sorted one is a valid answer.
+            Ok(vec![Kernel::TopK { largest: t.largest, dtype, x, axis: ax, k, values, indices }])
+        }
         _ => Err("no CUDA kernel for this op yet".into()),
     }
 }
