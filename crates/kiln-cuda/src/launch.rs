@@ -27,6 +27,7 @@ use crate::nvrtc::Compiler;
 use crate::{CudaError, Device, Result};
 
 pub mod elementwise;
+pub mod misc;
 pub mod movement;
 pub mod norm;
 pub mod pool;

@@ -242,7 +242,7 @@ fn unsupported_ops_and_dtypes_fail_at_build_time_naming_the_node() {
     }
     let mut net = NetworkDefinition::new("u2");
     let x = net.add_input("x", DType::I32, Shape::known(&[4]));
-    let y = net.add("sine", unary(UnaryOp::BitwiseNot), &[x]).unwrap();
+    let y = net.add("sine", unary(UnaryOp::Sin), &[x]).unwrap();
     net.mark_output(y, "y").unwrap();
     let plan = ExecutionPlan::new(&net.build()).unwrap();
     let err = lower(&plan, &Options::default()).unwrap_err();

@@ -24,9 +24,11 @@ pub const REDUCE: Source = source!("reduce");
 pub const NORM: Source = source!("norm");
 /// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
 pub const POOL: Source = source!("pool");
+/// Trilu, ReverseSequence, CumSum/CumProd, Hardmax.
+pub const MISC: Source = source!("misc");
 
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL];
+pub const ALL: &[Source] = &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, MISC];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.
@@ -88,6 +90,8 @@ pub enum UnaryCode {
     Asinh,
     Acosh,
     Atanh,
+    /// Integers only.
+    BitNot,
 }
 
 /// Operation codes of `elementwise.cu`'s binary kernels (its `BinaryCode`).
@@ -108,6 +112,17 @@ pub enum BinaryCode {
     Mod,
     /// C's remainder (sign of the dividend).
     Fmod,
+    /// Integers only, as are the shifts (a count outside the type's bits gives 0).
+    BitAnd,
+    BitOr,
+    BitXor,
+    Shl,
+    Shr,
+}
+
+/// `elementwise.cu`'s run-time dtype code (its `DtCode`): the position in `DType::ALL`.
+pub fn dtype_code(d: kiln_ir::DType) -> i32 {
+    kiln_ir::DType::ALL.iter().position(|&x| x == d).unwrap_or(0) as i32
 }
 
 /// Operation codes of `elementwise.cu`'s compare kernels (its `CompareCode`): bool out.
@@ -268,3 +283,19 @@ pub struct ReduceDesc {
 
 // SAFETY: plain old data, laid out as the kernel's `struct ReduceDesc`.
 unsafe impl cudarc::driver::DeviceRepr for ReduceDesc {}
+
+/// The `Dims` argument of `misc.cu`'s kernels: a shape (rank ≤ 8), 1 past its rank.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Dims {
+    pub d: [i64; MAX_RANK],
+}
+
+// SAFETY: plain old data, laid out as the kernel's `struct Dims`.
+unsafe impl cudarc::driver::DeviceRepr for Dims {}
+
+impl Dims {
+    pub fn of(shape: &[usize]) -> Option<Dims> {
+        (shape.len() <= MAX_RANK).then(|| Dims { d: dims_array(shape) })
+    }
+}
