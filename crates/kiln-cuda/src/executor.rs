@@ -197,6 +197,13 @@ pub enum Kernel {
         y: SlotId,
         n: usize,
     },
+    /// Range into `y` (1-D, its length planned), start and delta read on the device.
+    Range {
+        dtype: DType,
+        start: SlotId,
+        delta: SlotId,
+        y: SlotId,
+    },
     /// EyeLike: `y` (2-D) one where column - row = k, else zero.
     Eye {
         dtype: DType,
@@ -313,7 +320,8 @@ fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: 
             | MovementOp::EyeLike { .. }
             | MovementOp::ReverseSequence { .. }
             | MovementOp::CumSum { .. }
-            | MovementOp::CumProd { .. }),
+            | MovementOp::CumProd { .. }
+            | MovementOp::Range),
         ) => lower::misc::lower_movement(&mut cx, m),
         Op::Reduce(ReduceOp::Softmax(s)) if s.kind == SoftmaxKind::Hardmax => lower::misc::hardmax(&mut cx, s),
         Op::Elementwise(e) => lower::elementwise::lower(&mut cx, e),
@@ -651,8 +659,17 @@ impl Executor {
         let needs_kernels = lowered.iter().flat_map(|(_, ks)| ks).any(|k| !matches!(k, Kernel::Matmul { .. }));
         let kernels = if needs_kernels {
             let k = Arc::new(Kernels::new(&exec_dev)?);
-            // Every module compiled and loaded now: nothing of the sort during a capture.
-            k.load_all()?;
+            // The modules the launches use compiled and loaded now: nothing of the sort
+            // during a capture. (A kernel without a known module: every module.)
+            let kinds: Vec<&Kernel> = lowered.iter().flat_map(|(_, ks)| ks).collect();
+            match kinds.iter().map(|k| kernel_source(k)).collect::<Option<Vec<_>>>() {
+                Some(sources) => {
+                    for src in sources.into_iter().flatten() {
+                        k.module(src)?;
+                    }
+                }
+                None => k.load_all()?,
+            }
             Some(k)
         } else {
             None
@@ -837,6 +854,34 @@ struct Resolved {
     shape: Vec<usize>,
 }
 
+/// The kernel source a kernel's launcher uses: `Some(None)` for none (cuBLASLt), `None`
+/// where not known here.
+fn kernel_source(k: &Kernel) -> Option<Option<crate::kernels::Source>> {
+    use crate::kernels::{ELEMENTWISE, MISC, MOVEMENT, NORM, REDUCE};
+    Some(Some(match k {
+        Kernel::Unary { .. }
+        | Kernel::Binary { .. }
+        | Kernel::Compare { .. }
+        | Kernel::Where { .. }
+        | Kernel::Cast { .. }
+        | Kernel::CastSat { .. }
+        | Kernel::PowAny { .. }
+        | Kernel::Classify { .. }
+        | Kernel::Range { .. }
+        | Kernel::Eye { .. }
+        | Kernel::Dropout { .. } => ELEMENTWISE,
+        Kernel::Copy { .. } | Kernel::Fill { .. } | Kernel::Gather { .. } | Kernel::Pad { .. } => MOVEMENT,
+        Kernel::Reduce { .. } | Kernel::ArgReduce { .. } | Kernel::Softmax { .. } => REDUCE,
+        Kernel::LayerNorm { .. } | Kernel::RmsNorm { .. } => NORM,
+        Kernel::Trilu { .. } | Kernel::ReverseSequence { .. } | Kernel::Cumulate { .. } | Kernel::Hardmax { .. } => {
+            MISC
+        }
+        Kernel::Matmul { .. } => return Some(None),
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    }))
+}
+
 /// Enqueues one (non-cuBLASLt) kernel through the launchers.
 fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
     // SAFETY: every address is a slot of the executor's arena, weights or workspace,
@@ -906,6 +951,9 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
             l.pow_any(*base, *exp, (&buf(*a), sh(*a)), (&buf(*b), sh(*b)), &buf(*y), sh(*y))
         }
         Kernel::Classify { dtype, inf, x, y, n } => l.classify(*dtype, *inf, &buf(*x), &buf(*y), *n),
+        Kernel::Range { dtype, start, delta, y } => {
+            l.range(*dtype, &buf(*start), &buf(*delta), &buf(*y), sh(*y).iter().product())
+        }
         Kernel::Eye { dtype, k, y } => {
             let (rows, cols) = match sh(*y) {
                 [r, c] => (*r, *c),

@@ -1,7 +1,8 @@
 // Elementwise kernels: unary maps (activations and float math), broadcasting binary
-// arithmetic, comparisons and logic (bool out, one byte), Where, and Cast between the
-// common dtypes. Floats of every width are computed in float and rounded once; integers
-// in their own type. Broadcasting is by strides: the output index is decomposed over
+// arithmetic and bit operations, comparisons and logic (bool out, one byte), Where, and
+// the kernels taking any dtype as a run-time code (Cast, mixed Pow, IsNaN/IsInf, Range,
+// EyeLike, Dropout). f32/f16/bf16 are computed in float and rounded once, f64 in
+// double; integers (all eight) in their own type, wrapping. Broadcasting is by strides: the output index is decomposed over
 // `rank` dims and each input's stride for a broadcast dim is 0.
 
 typedef signed char i8;
@@ -483,6 +484,20 @@ extern "C" __global__ void kiln_classify(int dt, int mode, const void* x, u8* y,
             r = isinf(v) && (v > 0.0 ? (mode & 1) != 0 : (mode & 2) != 0);
         }
         y[i] = r;
+    }
+}
+
+// Range: y[i] = start + i * delta, `start` and `delta` (of dtype `dt`) read on the
+// device. Integers exactly; floats in double, rounded through f32 (as the CPU's NumCast).
+extern "C" __global__ void kiln_range(int dt, const void* start, const void* delta, void* y, i64 n) {
+    const Repr s = load_any(dt, start, 0), d = load_any(dt, delta, 0);
+    KILN_GRID_STRIDE(i, n) {
+        if (s.kind == 0) {
+            const double v = s.f + (double)i * d.f;
+            store_cast(dt, y, i, repr_f(dt == DT_F64 ? v : (double)(float)v), true);
+        } else {
+            store_cast(dt, y, i, repr_i((i64)((u64)s.i + (u64)i * (u64)d.i)), true);
+        }
     }
 }
 

@@ -14,7 +14,9 @@ macro_rules! source {
     };
 }
 
-/// Unary maps, broadcasting binary ops, comparisons, Where, Cast.
+/// Unary maps, broadcasting binary ops (every integer dtype, f64), comparisons, Where, and
+/// the ops on any dtype chosen at run time: Cast (FP8 too), mixed Pow, IsNaN/IsInf, Range,
+/// EyeLike, Dropout.
 pub const ELEMENTWISE: Source = source!("elementwise");
 /// Strided copy (Transpose, Slice, Expand, Concat…), Gather, Pad.
 pub const MOVEMENT: Source = source!("movement");

@@ -420,6 +420,23 @@ impl Launcher<'_> {
         launch!(self, ELEMENTWISE, "kiln_dropout", grid(n); dt, xa, ya, mt, ma, nn, rt, ra, ta, seed)
     }
 
+    /// Range: `n` elements `start + i · delta` of `dtype`, the scalars `start` and
+    /// `delta` read on the device.
+    pub fn range(&self, dtype: DType, start: &Buf, delta: &Buf, y: &Buf, n: usize) -> Result<()> {
+        let op = "Range";
+        if !(matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || dtype.is_integer()) {
+            return Err(CudaError::unsupported(op, format!("dtype {dtype}")));
+        }
+        check_buf(op, "start", start, 1, dtype)?;
+        check_buf(op, "delta", delta, 1, dtype)?;
+        check_buf(op, "output", y, n, dtype)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (dt, sa, da, ya, nn) = (dtype_code(dtype), start.addr(), delta.addr(), y.addr(), to_i64(op, n)?);
+        launch!(self, ELEMENTWISE, "kiln_range", grid(n); dt, sa, da, ya, nn)
+    }
+
     /// EyeLike: a `rows × cols` matrix of `dtype`, ones where column − row = `k`.
     pub fn eye(&self, dtype: DType, k: i64, y: &Buf, rows: usize, cols: usize) -> Result<()> {
         let op = "EyeLike";

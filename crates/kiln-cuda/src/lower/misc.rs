@@ -1,4 +1,4 @@
-//! Small ops with kernels of their own: Trilu, EyeLike, ReverseSequence, CumSum/CumProd
+//! Small ops with kernels of their own: Range, Trilu, EyeLike, ReverseSequence, CumSum/CumProd
 //! (`misc.cu`, EyeLike in `elementwise.cu`) and Hardmax.
 
 use kiln_ir::DType;
@@ -76,6 +76,20 @@ pub(crate) fn lower_movement(cx: &mut Cx, op: &MovementOp) -> Lowered {
             };
             let (exclusive, reverse) = (*exclusive, *reverse);
             Ok(vec![Kernel::Cumulate { dtype, prod, exclusive, reverse, x, axis: a, axis_input, y }])
+        }
+        MovementOp::Range => {
+            let (start, delta, y) = (cx.input(0)?, cx.input(2)?, cx.single_output()?);
+            let dtype = cx.dtype(y);
+            let ok = cumulate_ok(dtype) && cx.shape(y).len() == 1;
+            if !ok || [start, delta].iter().any(|&s| cx.dtype(s) != dtype || cx.len(s) != 1) {
+                return Err(format!(
+                    "Range of {} and {} into {dtype}{:?}",
+                    cx.dtype(start),
+                    cx.dtype(delta),
+                    cx.shape(y)
+                ));
+            }
+            Ok(vec![Kernel::Range { dtype, start, delta, y }])
         }
         _ => Err("no CUDA kernel for this op yet".into()),
     }
