@@ -424,7 +424,12 @@ fn valued_cases() -> Vec<(Case, Vec<Tensor>)> {
         (DType::F32, DType::U64, tensor(DType::F32, &[2, 3], 2), t(&[3], vec![0u64, 5, 1])),
         (DType::I32, DType::F32, t(&[2, 3], vec![1i32, 2, 3, -4, 5, 6]), t(&[3], vec![2.0f32, 0.5, 3.0])),
         (DType::I64, DType::I64, t(&[2, 3], vec![1i64, -2, 3, 4, 5, 6]), t(&[3], vec![3i64, 5, 9])),
-        (DType::F16, DType::F32, tensor(DType::F16, &[2, 3], 4), t(&[3], vec![1.5f32, -2.0, 4.0])),
+        (
+            DType::F16,
+            DType::F32,
+            t(&[2, 3], [0.5f32, 1.25, 2.0, 0.75, 3.5, 1.0].map(half::f16::from_f32).to_vec()),
+            t(&[3], vec![1.5f32, -2.0, 4.0]),
+        ),
     ];
     for (bt, et, base, exp) in pows {
         let mut net = NetworkDefinition::new("pow");

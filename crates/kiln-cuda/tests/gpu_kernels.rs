@@ -854,7 +854,7 @@ fn launchers_refuse_bad_arguments() {
         Err(CudaError::BufferTooSmall { need: 400, have: 40, .. }) => {}
         other => panic!("expected BufferTooSmall, got {other:?}"),
     }
-    match l.unary_op(&UnaryOp::BitwiseNot, DType::I32, &b, &b, 100) {
+    match l.unary_op(&UnaryOp::BitwiseNot, DType::F32, &b, &b, 100) {
         Err(CudaError::Unsupported { .. }) => {}
         other => panic!("expected Unsupported, got {other:?}"),
     }

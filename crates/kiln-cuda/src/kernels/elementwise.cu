@@ -401,6 +401,15 @@ __device__ __forceinline__ i64 repr_bits(Repr r) {
     return r.f < 0.0 ? sat_i64(r.f) : (i64)sat_u64(r.f);
 }
 
+// f64 into half types as the CPU's `half` crate does it (with x86's F16C): f16 through
+// f32 (two roundings), bf16 from the f64's upper 32 bits (its low mantissa bits dropped,
+// then rounded to nearest even).
+__device__ __forceinline__ f16 f16_of_f64(double v) { return __float2half_rn((float)v); }
+__device__ __forceinline__ bf16 bf16_of_f64(double v) {
+    if (v == v) v = __longlong_as_double(__double_as_longlong(v) & (i64)0xFFFFFFFF00000000ULL);
+    return __double2bfloat16(v);
+}
+
 // Stores `r` as Cast does: floats round once (to nearest even), integers wrap, bool is
 // "not zero" (NaN is true), FP8 sees the value through f32 first.
 __device__ void store_cast(int dt, void* p, i64 i, Repr r, bool saturate) {
@@ -408,8 +417,8 @@ __device__ void store_cast(int dt, void* p, i64 i, Repr r, bool saturate) {
         case DT_F32:
             ((float*)p)[i] = r.kind == 0 ? (float)r.f : (r.kind == 1 ? (float)r.i : (float)(u64)r.i);
             return;
-        case DT_F16: ((f16*)p)[i] = __double2half(repr_f64(r)); return;
-        case DT_BF16: ((bf16*)p)[i] = __double2bfloat16(repr_f64(r)); return;
+        case DT_F16: ((f16*)p)[i] = f16_of_f64(repr_f64(r)); return;
+        case DT_BF16: ((bf16*)p)[i] = bf16_of_f64(repr_f64(r)); return;
         case DT_F64: ((double*)p)[i] = repr_f64(r); return;
         case DT_I8: ((i8*)p)[i] = (i8)repr_bits(r); return;
         case DT_U8: ((u8*)p)[i] = (u8)repr_bits(r); return;
@@ -430,8 +439,8 @@ __device__ void store_cast(int dt, void* p, i64 i, Repr r, bool saturate) {
 __device__ void store_sat(int dt, void* p, i64 i, double v) {
     switch (dt) {
         case DT_F32: ((float*)p)[i] = (float)v; return;
-        case DT_F16: ((f16*)p)[i] = __double2half(v); return;
-        case DT_BF16: ((bf16*)p)[i] = __double2bfloat16(v); return;
+        case DT_F16: ((f16*)p)[i] = f16_of_f64(v); return;
+        case DT_BF16: ((bf16*)p)[i] = bf16_of_f64(v); return;
         case DT_F64: ((double*)p)[i] = v; return;
         case DT_I8: ((i8*)p)[i] = (i8)max(-128LL, min(127LL, sat_i64(v))); return;
         case DT_U8: ((u8*)p)[i] = (u8)min(255ULL, sat_u64(v)); return;
@@ -488,13 +497,20 @@ extern "C" __global__ void kiln_classify(int dt, int mode, const void* x, u8* y,
 }
 
 // Range: y[i] = start + i * delta, `start` and `delta` (of dtype `dt`) read on the
-// device. Integers exactly; floats in double, rounded through f32 (as the CPU's NumCast).
+// device. Integers exactly; floats in double (no fused multiply-add), then through f32
+// (as the CPU's NumCast).
 extern "C" __global__ void kiln_range(int dt, const void* start, const void* delta, void* y, i64 n) {
     const Repr s = load_any(dt, start, 0), d = load_any(dt, delta, 0);
     KILN_GRID_STRIDE(i, n) {
         if (s.kind == 0) {
-            const double v = s.f + (double)i * d.f;
-            store_cast(dt, y, i, repr_f(dt == DT_F64 ? v : (double)(float)v), true);
+            const double v = __dadd_rn(s.f, __dmul_rn((double)i, d.f));
+            const float f = (float)v;
+            switch (dt) {
+                case DT_F64: ((double*)y)[i] = v; break;
+                case DT_F32: ((float*)y)[i] = f; break;
+                case DT_F16: ((f16*)y)[i] = __float2half_rn(f); break;
+                case DT_BF16: ((bf16*)y)[i] = __float2bfloat16_rn(f); break;
+            }
         } else {
             store_cast(dt, y, i, repr_i((i64)((u64)s.i + (u64)i * (u64)d.i)), true);
         }
