@@ -158,11 +158,16 @@ fn needs_segments(built: &Graph) -> bool {
     !kiln_cuda::bind::fully_known(built) || kiln_cuda::dynamic::has_control(built)
 }
 
-/// An error while running in segments: unsupported where a segment was refused.
+/// An error while running in segments: unsupported where a segment (or a body) was refused.
 fn cuda_run_error(e: CudaError) -> RunError {
-    let unsupported = matches!(e, CudaError::UnsupportedNode { .. } | CudaError::UnknownShape { .. })
-        || matches!(&e, CudaError::Node { source, .. } if matches!(**source, CudaError::UnsupportedNode { .. } | CudaError::UnknownShape { .. }));
-    if unsupported { RunError::Unsupported(e.to_string()) } else { RunError::Failed(e.to_string()) }
+    fn refused(e: &CudaError) -> bool {
+        match e {
+            CudaError::UnsupportedNode { .. } | CudaError::UnknownShape { .. } => true,
+            CudaError::Node { source, .. } => refused(source),
+            _ => false,
+        }
+    }
+    if refused(&e) { RunError::Unsupported(e.to_string()) } else { RunError::Failed(e.to_string()) }
 }
 
 fn build_for_cuda(graph: &Graph, inputs: &[Tensor], options: BuildOptions) -> Result<Graph, RunError> {

@@ -121,7 +121,8 @@ pub fn bind_inputs(graph: &Graph, inputs: &[Tensor], binding: ValueBinding) -> R
             (shape_tensor || small).then(|| t.clone())
         })
         .collect();
-    bind(graph, &shapes, &values)
+    let dtypes: Vec<Option<DType>> = inputs.iter().map(|t| Some(t.dtype())).collect();
+    bind(graph, &shapes, &values, &dtypes)
 }
 
 /// Whether every value of `graph` has a known dtype and shape.
@@ -136,11 +137,12 @@ pub fn fully_known(graph: &Graph) -> bool {
 /// A copy of `graph` whose inputs have the given shapes, every fact inferred again (so
 /// a symbolic `batch` becomes a number everywhere). Shapes are given in input order.
 pub fn bind_input_shapes(graph: &Graph, shapes: &[Vec<usize>]) -> Result<Graph> {
-    bind(graph, shapes, &vec![None; shapes.len()])
+    bind(graph, shapes, &vec![None; shapes.len()], &vec![None; shapes.len()])
 }
 
-/// Binds input `k` to `shapes[k]` and, where given, to `values[k]`.
-fn bind(graph: &Graph, shapes: &[Vec<usize>], values: &[Option<Tensor>]) -> Result<Graph> {
+/// Binds input `k` to `shapes[k]` and, where given, to `values[k]` and `dtypes[k]` (the
+/// dtype of an input the graph leaves untyped, as subgraph inputs may be).
+fn bind(graph: &Graph, shapes: &[Vec<usize>], values: &[Option<Tensor>], dtypes: &[Option<DType>]) -> Result<Graph> {
     if shapes.len() != graph.inputs.len() {
         return Err(CudaError::Graph(format!(
             "the graph has {} inputs, {} shapes given",
@@ -178,6 +180,15 @@ fn bind(graph: &Graph, shapes: &[Vec<usize>], values: &[Option<Tensor>]) -> Resu
                     msg: format!("dtype {} but the graph declares {}", v.dtype(), fact.dtype.unwrap_or(v.dtype())),
                 });
             }
+            if let (Some(want), Some(d)) = (fact.dtype, dtypes[k])
+                && want != d
+            {
+                return Err(CudaError::Input {
+                    name: node.outputs[0].name.clone(),
+                    msg: format!("dtype {d} but the graph declares {want}"),
+                });
+            }
+            fact.dtype = fact.dtype.or(dtypes[k]);
             fact.shape = Some(Shape::known(shape));
             fact.value = values[k].clone();
             out.push_node(node.name.clone(), node.op.clone(), inputs, vec![(node.outputs[0].name.clone(), fact)])

@@ -38,11 +38,20 @@ pub struct DynamicRunner<'a> {
     kernels: std::sync::OnceLock<Kernels>,
     /// Executors built (one per segment and per body run).
     pub builds: std::cell::Cell<usize>,
+    /// Why the last body failed (kiln-cpu's control kernels only carry a message).
+    body_error: std::cell::RefCell<Option<CudaError>>,
 }
 
 impl<'a> DynamicRunner<'a> {
     pub fn new(dev: &'a Device, options: Options, prepare: &'a Prepare<'a>) -> DynamicRunner<'a> {
-        DynamicRunner { dev, options, prepare, kernels: std::sync::OnceLock::new(), builds: 0.into() }
+        DynamicRunner {
+            dev,
+            options,
+            prepare,
+            kernels: std::sync::OnceLock::new(),
+            builds: 0.into(),
+            body_error: None.into(),
+        }
     }
 
     /// Runs `graph` on `inputs` (in the order of `graph.inputs`).
@@ -207,7 +216,11 @@ impl kiln_cpu::GraphRunner for DynamicRunner<'_> {
             all.push(t.clone());
         }
         body.captures.clear();
-        self.run(&body, &all).map_err(|e| kiln_cpu::CpuError::Graph(format!("on CUDA: {e}")))
+        self.run(&body, &all).map_err(|e| {
+            let msg = format!("on CUDA: {e}");
+            *self.body_error.borrow_mut() = Some(e);
+            kiln_cpu::CpuError::Graph(msg)
+        })
     }
 }
 

@@ -16,7 +16,7 @@ use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp};
 use kiln_ir::ops::movement::{MovementOp, PadMode};
 use kiln_ir::ops::nn::NnOp;
 use kiln_ir::ops::quant::QuantOp;
-use kiln_ir::ops::reduce::{ReduceKind, ReduceOp};
+use kiln_ir::ops::reduce::{ReduceKind, ReduceOp, SoftmaxKind};
 use kiln_ir::ops::{Expr, ExprNode, FusedOp, Op};
 use kiln_ir::tensor::Bytes;
 use kiln_ir::{DType, Graph, Tensor};
@@ -194,6 +194,92 @@ pub enum Kernel {
         y: SlotId,
         ws_offset: usize,
     },
+    /// A Cast with ONNX's `saturate` for FP8 targets (`Cast` saturates).
+    CastSat {
+        from: DType,
+        to: DType,
+        saturate: bool,
+        x: SlotId,
+        y: SlotId,
+        n: usize,
+    },
+    /// Pow of a base (the output's dtype) and an exponent of another dtype, or of
+    /// integers, broadcasting.
+    PowAny {
+        base: DType,
+        exp: DType,
+        a: SlotId,
+        b: SlotId,
+        y: SlotId,
+    },
+    /// IsNaN (`inf: None`) or IsInf (detecting +inf, -inf) into bool.
+    Classify {
+        dtype: DType,
+        inf: Option<(bool, bool)>,
+        x: SlotId,
+        y: SlotId,
+        n: usize,
+    },
+    /// Range into `y` (1-D, its length planned), start and delta read on the device.
+    Range {
+        dtype: DType,
+        start: SlotId,
+        delta: SlotId,
+        y: SlotId,
+    },
+    /// EyeLike: `y` (2-D) one where column - row = k, else zero.
+    Eye {
+        dtype: DType,
+        k: i64,
+        y: SlotId,
+    },
+    /// Trilu; `k_input`: k is that (i64) input's value, read on the device.
+    Trilu {
+        dtype: DType,
+        upper: bool,
+        k: i64,
+        k_input: Option<SlotId>,
+        x: SlotId,
+        y: SlotId,
+    },
+    ReverseSequence {
+        dtype: DType,
+        x: SlotId,
+        lens: SlotId,
+        batch_axis: usize,
+        time_axis: usize,
+        y: SlotId,
+    },
+    /// CumSum (`prod` false) or CumProd; `axis_input`: the axis is that input's value,
+    /// read on the device.
+    Cumulate {
+        dtype: DType,
+        prod: bool,
+        exclusive: bool,
+        reverse: bool,
+        x: SlotId,
+        axis: i64,
+        axis_input: Option<SlotId>,
+        y: SlotId,
+    },
+    /// Dropout with a training_mode input not known when the graph was built (and the
+    /// ratio input, if any, read on the device too).
+    Dropout {
+        dtype: DType,
+        x: SlotId,
+        y: SlotId,
+        mask: Option<SlotId>,
+        ratio: Option<SlotId>,
+        training: SlotId,
+        seed: u64,
+    },
+    Hardmax {
+        dtype: DType,
+        x: SlotId,
+        axis: usize,
+        coerce_2d: bool,
+        y: SlotId,
+    },
     /// A cuBLASLt product.
     Matmul {
         shape: MatmulShape,
@@ -277,6 +363,15 @@ fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: 
         }
         Op::Movement(MovementOp::SpaceToDepth { blocksize }) => lower::convpool::space(&mut cx, *blocksize, None),
         Op::Quant(q @ (QuantOp::ConvInteger(_) | QuantOp::QLinearConv(_))) => lower::convpool::lower_quant(&mut cx, q),
+        Op::Movement(
+            m @ (MovementOp::Trilu { .. }
+            | MovementOp::EyeLike { .. }
+            | MovementOp::ReverseSequence { .. }
+            | MovementOp::CumSum { .. }
+            | MovementOp::CumProd { .. }
+            | MovementOp::Range),
+        ) => lower::misc::lower_movement(&mut cx, m),
+        Op::Reduce(ReduceOp::Softmax(s)) if s.kind == SoftmaxKind::Hardmax => lower::misc::hardmax(&mut cx, s),
         Op::Elementwise(e) => lower::elementwise::lower(&mut cx, e),
         Op::Movement(m) => lower::movement::lower(&mut cx, m),
         Op::Reduce(r) => lower::reduce::lower(&mut cx, r),
@@ -648,8 +743,17 @@ impl Executor {
         let needs_kernels = lowered.iter().flat_map(|(_, ks)| ks).any(|k| !matches!(k, Kernel::Matmul { .. }));
         let kernels = if needs_kernels {
             let k = Arc::new(Kernels::new(&exec_dev)?);
-            // Every module compiled and loaded now: nothing of the sort during a capture.
-            k.load_all()?;
+            // The modules the launches use compiled and loaded now: nothing of the sort
+            // during a capture. (A kernel without a known module: every module.)
+            let kinds: Vec<&Kernel> = lowered.iter().flat_map(|(_, ks)| ks).collect();
+            match kinds.iter().map(|k| kernel_source(k)).collect::<Option<Vec<_>>>() {
+                Some(sources) => {
+                    for src in sources.into_iter().flatten() {
+                        k.module(src)?;
+                    }
+                }
+                None => k.load_all()?,
+            }
             Some(k)
         } else {
             None
@@ -862,6 +966,34 @@ struct Resolved {
     shape: Vec<usize>,
 }
 
+/// The kernel source a kernel's launcher uses: `Some(None)` for none (cuBLASLt), `None`
+/// where not known here.
+fn kernel_source(k: &Kernel) -> Option<Option<crate::kernels::Source>> {
+    use crate::kernels::{ELEMENTWISE, MISC, MOVEMENT, NORM, REDUCE};
+    Some(Some(match k {
+        Kernel::Unary { .. }
+        | Kernel::Binary { .. }
+        | Kernel::Compare { .. }
+        | Kernel::Where { .. }
+        | Kernel::Cast { .. }
+        | Kernel::CastSat { .. }
+        | Kernel::PowAny { .. }
+        | Kernel::Classify { .. }
+        | Kernel::Range { .. }
+        | Kernel::Eye { .. }
+        | Kernel::Dropout { .. } => ELEMENTWISE,
+        Kernel::Copy { .. } | Kernel::Fill { .. } | Kernel::Gather { .. } | Kernel::Pad { .. } => MOVEMENT,
+        Kernel::Reduce { .. } | Kernel::ArgReduce { .. } | Kernel::Softmax { .. } => REDUCE,
+        Kernel::LayerNorm { .. } | Kernel::RmsNorm { .. } => NORM,
+        Kernel::Trilu { .. } | Kernel::ReverseSequence { .. } | Kernel::Cumulate { .. } | Kernel::Hardmax { .. } => {
+            MISC
+        }
+        Kernel::Matmul { .. } => return Some(None),
+        #[allow(unreachable_patterns)]
+        _ => return None,
+    }))
+}
+
 /// Enqueues one (non-cuBLASLt) kernel through the launchers.
 fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
     // SAFETY: every address is a slot of the executor's arena, weights or workspace,
@@ -931,6 +1063,50 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
         }
         Kernel::Nn(k) => k.run(l, &buf, &sh),
         Kernel::Family(call) => l.family(call, &buf),
+        Kernel::CastSat { from, to, saturate, x, y, n } => l.cast_sat(*from, *to, *saturate, &buf(*x), &buf(*y), *n),
+        Kernel::PowAny { base, exp, a, b, y } => {
+            l.pow_any(*base, *exp, (&buf(*a), sh(*a)), (&buf(*b), sh(*b)), &buf(*y), sh(*y))
+        }
+        Kernel::Classify { dtype, inf, x, y, n } => l.classify(*dtype, *inf, &buf(*x), &buf(*y), *n),
+        Kernel::Range { dtype, start, delta, y } => {
+            l.range(*dtype, &buf(*start), &buf(*delta), &buf(*y), sh(*y).iter().product())
+        }
+        Kernel::Eye { dtype, k, y } => {
+            let (rows, cols) = match sh(*y) {
+                [r, c] => (*r, *c),
+                s => return Err(CudaError::invalid("EyeLike", format!("output shape {s:?} (2-D expected)"))),
+            };
+            l.eye(*dtype, *k, &buf(*y), rows, cols)
+        }
+        Kernel::Trilu { dtype, upper, k, k_input, x, y } => {
+            let kb = k_input.map(buf);
+            l.trilu(*dtype, *upper, *k, kb.as_ref(), (&buf(*x), sh(*x)), &buf(*y))
+        }
+        Kernel::ReverseSequence { dtype, x, lens, batch_axis, time_axis, y } => {
+            l.reverse_sequence(*dtype, (&buf(*x), sh(*x)), &buf(*lens), *batch_axis, *time_axis, &buf(*y))
+        }
+        Kernel::Cumulate { dtype, prod, exclusive, reverse, x, axis, axis_input, y } => {
+            let ab = axis_input.map(|a| (buf(a), s[a].dtype));
+            let ab = ab.as_ref().map(|(b, t)| (b, *t));
+            l.cumulate(*dtype, *prod, *exclusive, *reverse, (&buf(*x), sh(*x)), *axis, ab, &buf(*y))
+        }
+        Kernel::Dropout { dtype, x, y, mask, ratio, training, seed } => {
+            let n = sh(*y).iter().product();
+            let (mb, rb) = (mask.map(|m| (buf(m), s[m].dtype)), ratio.map(|r| (buf(r), s[r].dtype)));
+            l.dropout(
+                *dtype,
+                &buf(*x),
+                &buf(*y),
+                mb.as_ref().map(|(b, t)| (b, *t)),
+                n,
+                rb.as_ref().map(|(b, t)| (b, *t)),
+                Some(&buf(*training)),
+                *seed,
+            )
+        }
+        Kernel::Hardmax { dtype, x, axis, coerce_2d, y } => {
+            l.hardmax(*dtype, (&buf(*x), sh(*x)), *axis, *coerce_2d, &buf(*y))
+        }
         Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
         Kernel::Conv { .. } => Err(CudaError::Graph("a convolution outside cuDNN".into())),
     }

@@ -30,6 +30,7 @@ pub mod convpool;
 pub mod dynamic;
 pub mod elementwise;
 pub mod family;
+pub mod misc;
 pub mod movement;
 pub mod norm;
 pub mod pool;

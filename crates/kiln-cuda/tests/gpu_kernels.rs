@@ -174,11 +174,20 @@ fn expected_kernels() -> Vec<(&'static str, String)> {
     k.push(("elementwise", "kiln_compare_u8".into()));
     k.push(("reduce", "kiln_reduce_int_i32".into()));
     k.push(("reduce", "kiln_reduce_int_i64".into()));
-    let casts = ["f32", "f16", "bf16", "i32", "i64", "bool"];
-    for a in casts {
-        for b in casts {
-            k.push(("elementwise", format!("kiln_cast_{a}_{b}")));
-        }
+    for t in ["f64", "i8", "u8", "i16", "u16", "u32", "u64"] {
+        k.push(("elementwise", format!("kiln_binary_{t}")));
+        k.push(("elementwise", format!("kiln_compare_{t}")));
+        k.push(("misc", format!("kiln_cumulate_{t}")));
+    }
+    for f in ["cast", "pow_any", "classify", "eye", "dropout"] {
+        k.push(("elementwise", format!("kiln_{f}")));
+    }
+    for b in ["b1", "b2", "b4", "b8"] {
+        k.push(("misc", format!("kiln_trilu_{b}")));
+        k.push(("misc", format!("kiln_reverse_seq_{b}")));
+    }
+    for t in ["f32", "f16", "bf16"] {
+        k.push(("misc", format!("kiln_hardmax_{t}")));
     }
     for b in ["b1", "b2", "b4", "b8"] {
         k.push(("elementwise", format!("kiln_where_{b}")));
@@ -845,7 +854,7 @@ fn launchers_refuse_bad_arguments() {
         Err(CudaError::BufferTooSmall { need: 400, have: 40, .. }) => {}
         other => panic!("expected BufferTooSmall, got {other:?}"),
     }
-    match l.unary_op(&UnaryOp::BitwiseNot, DType::I32, &b, &b, 100) {
+    match l.unary_op(&UnaryOp::BitwiseNot, DType::F32, &b, &b, 100) {
         Err(CudaError::Unsupported { .. }) => {}
         other => panic!("expected Unsupported, got {other:?}"),
     }

@@ -242,7 +242,7 @@ fn unsupported_ops_and_dtypes_fail_at_build_time_naming_the_node() {
     }
     let mut net = NetworkDefinition::new("u2");
     let x = net.add_input("x", DType::I32, Shape::known(&[4]));
-    let y = net.add("sine", unary(UnaryOp::BitwiseNot), &[x]).unwrap();
+    let y = net.add("sine", unary(UnaryOp::Sin), &[x]).unwrap();
     net.mark_output(y, "y").unwrap();
     let plan = ExecutionPlan::new(&net.build()).unwrap();
     let err = lower(&plan, &Options::default()).unwrap_err();
@@ -281,8 +281,10 @@ fn gemm_picks_bias_epilogue_accumulator_or_a_separate_add() {
     let k = kernels(&gemm_graph(&[3, 1], 1.0, false)).unwrap();
     let [Kernel::Matmul { y, .. }, Kernel::Binary { a, y: y2, .. }] = k.as_slice() else { panic!("{k:?}") };
     assert_eq!((a, y2), (y, y));
-    // C[3,1] with beta 2: not yet.
-    assert!(matches!(kernels(&gemm_graph(&[3, 1], 2.0, false)), Err(CudaError::UnsupportedNode { .. })));
+    // C[3,1] with beta 2: C broadcast into Y, then Y as the accumulator.
+    let k = kernels(&gemm_graph(&[3, 1], 2.0, false)).unwrap();
+    let [Kernel::Copy { dst, .. }, Kernel::Matmul { shape, c: Some(c), y, .. }] = k.as_slice() else { panic!("{k:?}") };
+    assert_eq!((dst, c, shape.beta), (y, y, 2.0));
 }
 
 #[test]

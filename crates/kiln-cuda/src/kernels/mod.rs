@@ -14,7 +14,9 @@ macro_rules! source {
     };
 }
 
-/// Unary maps, broadcasting binary ops, comparisons, Where, Cast.
+/// Unary maps, broadcasting binary ops (every integer dtype, f64), comparisons, Where, and
+/// the ops on any dtype chosen at run time: Cast (FP8 too), mixed Pow, IsNaN/IsInf, Range,
+/// EyeLike, Dropout.
 pub const ELEMENTWISE: Source = source!("elementwise");
 /// Strided copy (Transpose, Slice, Expand, Concat…), Gather, Pad.
 pub const MOVEMENT: Source = source!("movement");
@@ -24,6 +26,9 @@ pub const REDUCE: Source = source!("reduce");
 pub const NORM: Source = source!("norm");
 /// MaxPool, AveragePool, GlobalAveragePool, GlobalMaxPool.
 pub const POOL: Source = source!("pool");
+/// Trilu, ReverseSequence, CumSum/CumProd, Hardmax.
+pub const MISC: Source = source!("misc");
+
 /// BatchNormalization, Instance/GroupNormalization, LRN, MaxUnpool, Col2Im.
 pub const CONVPOOL: Source = source!("convpool");
 
@@ -53,7 +58,7 @@ pub const EINSUM: Source = family_source!("einsum");
 
 /// Every kernel source, for cache warm-up and compile checks.
 pub const ALL: &[Source] =
-    &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, CONVPOOL, DYNAMIC, TOPK, ATTENTION, RECURRENT, SAMPLE, EINSUM];
+    &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, MISC, CONVPOOL, DYNAMIC, TOPK, ATTENTION, RECURRENT, SAMPLE, EINSUM];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.
@@ -115,6 +120,8 @@ pub enum UnaryCode {
     Asinh,
     Acosh,
     Atanh,
+    /// Integers only.
+    BitNot,
 }
 
 /// Operation codes of `elementwise.cu`'s binary kernels (its `BinaryCode`).
@@ -135,6 +142,17 @@ pub enum BinaryCode {
     Mod,
     /// C's remainder (sign of the dividend).
     Fmod,
+    /// Integers only, as are the shifts (a count outside the type's bits gives 0).
+    BitAnd,
+    BitOr,
+    BitXor,
+    Shl,
+    Shr,
+}
+
+/// `elementwise.cu`'s run-time dtype code (its `DtCode`): the position in `DType::ALL`.
+pub fn dtype_code(d: kiln_ir::DType) -> i32 {
+    kiln_ir::DType::ALL.iter().position(|&x| x == d).unwrap_or(0) as i32
 }
 
 /// Operation codes of `elementwise.cu`'s compare kernels (its `CompareCode`): bool out.
@@ -295,3 +313,19 @@ pub struct ReduceDesc {
 
 // SAFETY: plain old data, laid out as the kernel's `struct ReduceDesc`.
 unsafe impl cudarc::driver::DeviceRepr for ReduceDesc {}
+
+/// The `Dims` argument of `misc.cu`'s kernels: a shape (rank ≤ 8), 1 past its rank.
+#[derive(Clone, Copy, Debug, Default)]
+#[repr(C)]
+pub struct Dims {
+    pub d: [i64; MAX_RANK],
+}
+
+// SAFETY: plain old data, laid out as the kernel's `struct Dims`.
+unsafe impl cudarc::driver::DeviceRepr for Dims {}
+
+impl Dims {
+    pub fn of(shape: &[usize]) -> Option<Dims> {
+        (shape.len() <= MAX_RANK).then(|| Dims { d: dims_array(shape) })
+    }
+}

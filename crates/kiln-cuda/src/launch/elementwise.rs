@@ -4,10 +4,8 @@
 use kiln_ir::DType;
 use kiln_ir::ops::elementwise::{BinaryOp, CompareOp, LogicOp, UnaryOp};
 
-use super::{
-    Launcher, check_buf, check_rank, elems, float_suffix, grid, launch, numeric_suffix, storage_suffix, to_i64,
-};
-use crate::kernels::{BinaryCode, CompareCode, ELEMENTWISE, Strides, Strides3, UnaryCode};
+use super::{Launcher, check_buf, check_rank, elems, float_suffix, grid, launch, storage_suffix, to_i64};
+use crate::kernels::{BinaryCode, CompareCode, ELEMENTWISE, Strides, Strides3, UnaryCode, dtype_code};
 use crate::{CudaError, Result};
 
 use super::Buf;
@@ -15,8 +13,8 @@ use super::Buf;
 /// A tensor operand: its buffer and shape.
 pub type Operand<'s, 'b> = (&'s Buf<'b>, &'s [usize]);
 
-/// The unary kernel code and its two parameters for an IR unary op; `None` for the one
-/// op the kernels lack (BitwiseNot).
+/// The unary kernel code and its two parameters for an IR unary op (BitwiseNot: integers
+/// only).
 pub fn unary_code(op: &UnaryOp) -> Option<(UnaryCode, [f32; 2])> {
     use UnaryOp as U;
     let none = [0.0, 0.0];
@@ -61,11 +59,11 @@ pub fn unary_code(op: &UnaryOp) -> Option<(UnaryCode, [f32; 2])> {
         U::Mish => (UnaryCode::Mish, none),
         U::ThresholdedRelu { alpha } => (UnaryCode::ThresholdedRelu, [alpha, 0.0]),
         U::Shrink { bias, lambd } => (UnaryCode::Shrink, [bias, lambd]),
-        _ => return None,
+        U::BitwiseNot => (UnaryCode::BitNot, none),
     })
 }
 
-/// The binary kernel code of an IR binary op (`None`: bit operations).
+/// The binary kernel code of an IR binary op (bit operations: integers only).
 pub fn binary_code(op: BinaryOp) -> Option<BinaryCode> {
     Some(match op {
         BinaryOp::Add => BinaryCode::Add,
@@ -76,7 +74,11 @@ pub fn binary_code(op: BinaryOp) -> Option<BinaryCode> {
         BinaryOp::PRelu => BinaryCode::PRelu,
         BinaryOp::Mod { fmod: false } => BinaryCode::Mod,
         BinaryOp::Mod { fmod: true } => BinaryCode::Fmod,
-        _ => return None,
+        BinaryOp::BitwiseAnd => BinaryCode::BitAnd,
+        BinaryOp::BitwiseOr => BinaryCode::BitOr,
+        BinaryOp::BitwiseXor => BinaryCode::BitXor,
+        BinaryOp::BitShift { left: true } => BinaryCode::Shl,
+        BinaryOp::BitShift { left: false } => BinaryCode::Shr,
     })
 }
 
@@ -98,25 +100,84 @@ pub fn logic_code(op: LogicOp) -> CompareCode {
     }
 }
 
+/// The kernel-name suffix of the integer elementwise kernels.
+pub fn int_suffix(dtype: DType) -> Option<&'static str> {
+    Some(match dtype {
+        DType::I8 => "i8",
+        DType::U8 => "u8",
+        DType::I16 => "i16",
+        DType::U16 => "u16",
+        DType::I32 => "i32",
+        DType::U32 => "u32",
+        DType::I64 => "i64",
+        DType::U64 => "u64",
+        _ => return None,
+    })
+}
+
+/// The kernel-name suffix of the unary and binary kernels: floats (f32, f16, bf16
+/// computed in float; f64 in double, binary only) and every integer.
+fn arith_suffix(op: &str, dtype: DType) -> Result<&'static str> {
+    match dtype {
+        DType::F64 => Ok("f64"),
+        d => int_suffix(d).map_or_else(|| float_suffix(op, d), Ok),
+    }
+}
+
 /// The kernel-name suffix of the compare kernels (bool as its byte).
 fn compare_suffix(op: &str, dtype: DType) -> Result<&'static str> {
     match dtype {
         DType::Bool => Ok("u8"),
-        d => numeric_suffix(op, d),
+        d => arith_suffix(op, d),
     }
 }
 
-/// The kernel-name part of a Cast's source or target.
-fn cast_name(dtype: DType) -> Result<&'static str> {
+/// Whether `code` has an integer kernel.
+pub fn unary_int_ok(code: UnaryCode) -> bool {
+    matches!(
+        code,
+        UnaryCode::Relu | UnaryCode::Neg | UnaryCode::Abs | UnaryCode::Sign | UnaryCode::Identity | UnaryCode::BitNot
+    )
+}
+
+/// Whether `code` has an f64 kernel.
+pub fn unary_f64_ok(code: UnaryCode) -> bool {
+    use UnaryCode as U;
+    matches!(
+        code,
+        U::Relu
+            | U::Neg
+            | U::Abs
+            | U::Sign
+            | U::Identity
+            | U::Floor
+            | U::Ceil
+            | U::Round
+            | U::Sqrt
+            | U::Exp
+            | U::Log
+            | U::Reciprocal
+            | U::Sin
+            | U::Cos
+            | U::Tanh
+            | U::Erf
+            | U::Sigmoid
+    )
+}
+
+/// Whether the binary kernels run `code` on `dtype`.
+pub fn binary_ok(code: BinaryCode, dtype: DType) -> bool {
+    let bits =
+        matches!(code, BinaryCode::BitAnd | BinaryCode::BitOr | BinaryCode::BitXor | BinaryCode::Shl | BinaryCode::Shr);
     match dtype {
-        DType::F32 => Ok("f32"),
-        DType::F16 => Ok("f16"),
-        DType::BF16 => Ok("bf16"),
-        DType::I32 => Ok("i32"),
-        DType::I64 => Ok("i64"),
-        DType::Bool => Ok("bool"),
-        d => Err(CudaError::unsupported("Cast", format!("dtype {d}"))),
+        DType::F32 | DType::F16 | DType::BF16 | DType::F64 => !bits,
+        d => int_suffix(d).is_some() && code != BinaryCode::Pow,
     }
+}
+
+/// The dtypes `kiln_cast` reads and writes (all of Kiln's).
+pub fn cast_ok(_dtype: DType) -> bool {
+    true
 }
 
 impl Launcher<'_> {
@@ -124,13 +185,14 @@ impl Launcher<'_> {
     /// Abs, Sign). `p` holds the op's parameters (see `UnaryCode`). `y` may be `x`.
     pub fn unary(&self, code: UnaryCode, p: [f32; 2], dtype: DType, x: &Buf, y: &Buf, n: usize) -> Result<()> {
         let op = format!("{code:?}");
-        let suffix = numeric_suffix(&op, dtype)?;
-        if !dtype.is_float()
-            && !matches!(
-                code,
-                UnaryCode::Relu | UnaryCode::Neg | UnaryCode::Abs | UnaryCode::Sign | UnaryCode::Identity
-            )
-        {
+        let suffix = arith_suffix(&op, dtype)?;
+        let float = matches!(dtype, DType::F32 | DType::F16 | DType::BF16);
+        let ok = match dtype {
+            DType::F64 => unary_f64_ok(code),
+            _ if float => code != UnaryCode::BitNot,
+            _ => unary_int_ok(code),
+        };
+        if !ok {
             return Err(CudaError::unsupported(&op, format!("dtype {dtype}")));
         }
         check_buf(&op, "input", x, n, dtype)?;
@@ -155,12 +217,12 @@ impl Launcher<'_> {
         self.unary(UnaryCode::Clip, p, dtype, x, y, n)
     }
 
-    /// `y = a op b` with numpy broadcasting into `out` (rank ≤ 8). Floats and i32/i64;
-    /// Pow is float only. Both inputs have `dtype`.
+    /// `y = a op b` with numpy broadcasting into `out` (rank ≤ 8). Floats and every
+    /// integer (see [`binary_ok`]). Both inputs have `dtype`.
     pub fn binary(&self, code: BinaryCode, dtype: DType, a: Operand, b: Operand, y: &Buf, out: &[usize]) -> Result<()> {
         let op = format!("{code:?}");
-        let suffix = numeric_suffix(&op, dtype)?;
-        if code == BinaryCode::Pow && !dtype.is_float() {
+        let suffix = arith_suffix(&op, dtype)?;
+        if !binary_ok(code, dtype) {
             return Err(CudaError::unsupported(&op, format!("dtype {dtype}")));
         }
         let (s, n) = self.broadcast2(&op, dtype, a, b, y, out, dtype)?;
@@ -254,18 +316,136 @@ impl Launcher<'_> {
         launch!(self, ELEMENTWISE, format!("kiln_where_{}", storage_suffix(dtype)), grid(n); ca, xa, ya, oa, nn, rank, s)
     }
 
-    /// Cast `n` elements between f32, f16, bf16, i32, i64 and bool: floats round once
-    /// (to nearest even), float to integer truncates toward zero (NaN gives 0), integers
-    /// wrap, bool is "not zero" (NaN is true).
+    /// Cast `n` elements between any of Kiln's dtypes, as the CPU backend does: through
+    /// an exact intermediate, rounded once (to nearest even); float to integer toward
+    /// zero, integers wrapping; bool is "not zero" (NaN is true). FP8 targets saturate.
     pub fn cast(&self, from: DType, to: DType, x: &Buf, y: &Buf, n: usize) -> Result<()> {
+        self.cast_sat(from, to, true, x, y, n)
+    }
+
+    /// [`Launcher::cast`] with ONNX's `saturate` for FP8 targets: out-of-range values
+    /// become the largest finite value, else infinity (E5M2) or NaN (E4M3FN).
+    pub fn cast_sat(&self, from: DType, to: DType, saturate: bool, x: &Buf, y: &Buf, n: usize) -> Result<()> {
         let op = "Cast";
-        let name = format!("kiln_cast_{}_{}", cast_name(from)?, cast_name(to)?);
         check_buf(op, "input", x, n, from)?;
         check_buf(op, "output", y, n, to)?;
         if n == 0 {
             return Ok(());
         }
-        let (xa, ya, nn) = (x.addr(), y.addr(), to_i64(op, n)?);
-        launch!(self, ELEMENTWISE, name, grid(n); xa, ya, nn)
+        let (f, t, sat, xa, ya, nn) =
+            (dtype_code(from), dtype_code(to), i32::from(saturate), x.addr(), y.addr(), to_i64(op, n)?);
+        launch!(self, ELEMENTWISE, "kiln_cast", grid(n); f, t, sat, xa, ya, nn)
+    }
+
+    /// Pow of a base of `base` dtype (the output's) and an exponent of `exp` dtype, in
+    /// double, broadcasting; integer outputs saturate (toward zero).
+    pub fn pow_any(&self, base: DType, exp: DType, a: Operand, b: Operand, y: &Buf, out: &[usize]) -> Result<()> {
+        let op = "Pow";
+        check_rank(op, out.len())?;
+        let s = Strides::broadcast(a.1, b.1, out).ok_or_else(|| {
+            CudaError::invalid(op, format!("shapes {:?} and {:?} do not broadcast to {out:?}", a.1, b.1))
+        })?;
+        if matches!(base, DType::Bool | DType::F8E4M3FN | DType::F8E5M2) {
+            return Err(CudaError::unsupported(op, format!("base dtype {base}")));
+        }
+        check_buf(op, "base", a.0, elems(a.1), base)?;
+        check_buf(op, "exponent", b.0, elems(b.1), exp)?;
+        let n = elems(out);
+        check_buf(op, "output", y, n, base)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (bt, et, aa, ba, ya, nn, rank) =
+            (dtype_code(base), dtype_code(exp), a.0.addr(), b.0.addr(), y.addr(), to_i64(op, n)?, out.len() as i32);
+        launch!(self, ELEMENTWISE, "kiln_pow_any", grid(n); bt, et, aa, ba, ya, nn, rank, s)
+    }
+
+    /// IsNaN (`inf: None`) or IsInf (detecting +inf, -inf) of a float tensor into bool.
+    pub fn classify(&self, dtype: DType, inf: Option<(bool, bool)>, x: &Buf, y: &Buf, n: usize) -> Result<()> {
+        let op = if inf.is_some() { "IsInf" } else { "IsNaN" };
+        if !dtype.is_float() {
+            return Err(CudaError::unsupported(op, format!("dtype {dtype}")));
+        }
+        check_buf(op, "input", x, n, dtype)?;
+        check_buf(op, "output", y, n, DType::Bool)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let mode = inf.map_or(0, |(p, q)| 4 | i32::from(p) | (i32::from(q) << 1));
+        let (dt, xa, ya, nn) = (dtype_code(dtype), x.addr(), y.addr(), to_i64(op, n)?);
+        launch!(self, ELEMENTWISE, "kiln_classify", grid(n); dt, mode, xa, ya, nn)
+    }
+
+    /// Dropout of a float tensor into `y` (and `mask`, of `mask_dtype`): a copy with an
+    /// all-true mask unless `training` (a bool read on the device) is true and `ratio`
+    /// (a float scalar of `ratio_dtype`, read on the device; absent: 0.5) above 0, when
+    /// elements are dropped at random (from `seed`) and the rest scaled by 1/(1-ratio).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dropout(
+        &self,
+        dtype: DType,
+        x: &Buf,
+        y: &Buf,
+        mask: Option<(&Buf, DType)>,
+        n: usize,
+        ratio: Option<(&Buf, DType)>,
+        training: Option<&Buf>,
+        seed: u64,
+    ) -> Result<()> {
+        let op = "Dropout";
+        if !dtype.is_float() {
+            return Err(CudaError::unsupported(op, format!("dtype {dtype}")));
+        }
+        check_buf(op, "input", x, n, dtype)?;
+        check_buf(op, "output", y, n, dtype)?;
+        if let Some((m, t)) = mask {
+            check_buf(op, "mask", m, n, t)?;
+        }
+        if let Some((r, t)) = ratio {
+            if !t.is_float() {
+                return Err(CudaError::unsupported(op, format!("ratio of dtype {t}")));
+            }
+            check_buf(op, "ratio", r, 1, t)?;
+        }
+        if let Some(t) = training {
+            check_buf(op, "training_mode", t, 1, DType::Bool)?;
+        }
+        if n == 0 {
+            return Ok(());
+        }
+        let (dt, xa, ya, nn) = (dtype_code(dtype), x.addr(), y.addr(), to_i64(op, n)?);
+        let (mt, ma) = mask.map_or((0, 0u64), |(m, t)| (dtype_code(t), m.addr()));
+        let (rt, ra) = ratio.map_or((0, 0u64), |(r, t)| (dtype_code(t), r.addr()));
+        let ta = training.map_or(0u64, |t| t.addr());
+        launch!(self, ELEMENTWISE, "kiln_dropout", grid(n); dt, xa, ya, mt, ma, nn, rt, ra, ta, seed)
+    }
+
+    /// Range: `n` elements `start + i · delta` of `dtype`, the scalars `start` and
+    /// `delta` read on the device.
+    pub fn range(&self, dtype: DType, start: &Buf, delta: &Buf, y: &Buf, n: usize) -> Result<()> {
+        let op = "Range";
+        if !(matches!(dtype, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || dtype.is_integer()) {
+            return Err(CudaError::unsupported(op, format!("dtype {dtype}")));
+        }
+        check_buf(op, "start", start, 1, dtype)?;
+        check_buf(op, "delta", delta, 1, dtype)?;
+        check_buf(op, "output", y, n, dtype)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (dt, sa, da, ya, nn) = (dtype_code(dtype), start.addr(), delta.addr(), y.addr(), to_i64(op, n)?);
+        launch!(self, ELEMENTWISE, "kiln_range", grid(n); dt, sa, da, ya, nn)
+    }
+
+    /// EyeLike: a `rows × cols` matrix of `dtype`, ones where column − row = `k`.
+    pub fn eye(&self, dtype: DType, k: i64, y: &Buf, rows: usize, cols: usize) -> Result<()> {
+        let op = "EyeLike";
+        let n = rows.checked_mul(cols).ok_or_else(|| CudaError::invalid(op, "too large"))?;
+        check_buf(op, "output", y, n, dtype)?;
+        if n == 0 {
+            return Ok(());
+        }
+        let (dt, ya, r, c) = (dtype_code(dtype), y.addr(), to_i64(op, rows)?, to_i64(op, cols)?);
+        launch!(self, ELEMENTWISE, "kiln_eye", grid(n); dt, k, ya, r, c)
     }
 }

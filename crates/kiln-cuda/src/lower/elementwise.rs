@@ -8,7 +8,9 @@ use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp, VariadicOp};
 use super::{Cx, Lowered, is_float, is_numeric, is_storage};
 use crate::executor::Kernel;
 use crate::kernels::{BinaryCode, CompareCode, MAX_RANK, Strides, Strides3, UnaryCode};
-use crate::launch::elementwise::{binary_code, compare_code, logic_code, unary_code};
+use crate::launch::elementwise::{
+    binary_code, binary_ok, cast_ok, compare_code, logic_code, unary_code, unary_f64_ok, unary_int_ok,
+};
 use crate::plan::SlotId;
 
 pub(crate) fn lower(cx: &mut Cx, op: &ElementwiseOp) -> Lowered {
@@ -47,13 +49,13 @@ pub(crate) fn lower(cx: &mut Cx, op: &ElementwiseOp) -> Lowered {
                 .ok_or_else(|| "inputs do not broadcast to the output".to_string())?;
             Ok(vec![Kernel::Where { dtype, cond: c, x, y: yv, out }])
         }
-        ElementwiseOp::Cast { to, .. } => {
+        ElementwiseOp::Cast { to, saturate } => {
             let (x, y) = (cx.input(0)?, cx.single_output()?);
-            Ok(vec![cast(cx, x, y, *to)?])
+            Ok(vec![cast_sat(cx, x, y, *to, *saturate)?])
         }
-        ElementwiseOp::CastLike { .. } => {
+        ElementwiseOp::CastLike { saturate } => {
             let (x, y) = (cx.input(0)?, cx.single_output()?);
-            Ok(vec![cast(cx, x, y, cx.dtype(y))?])
+            Ok(vec![cast_sat(cx, x, y, cx.dtype(y), *saturate)?])
         }
         ElementwiseOp::Clip { min, max } => clip(cx, *min, *max),
         ElementwiseOp::Identity => {
@@ -61,7 +63,11 @@ pub(crate) fn lower(cx: &mut Cx, op: &ElementwiseOp) -> Lowered {
             Ok(vec![cx.copy_all(x, y)])
         }
         ElementwiseOp::Dropout { .. } => {
-            // Inference only: a training_mode input must be a constant false.
+            // A training_mode input known only at run time: read on the device.
+            if let Some(t) = cx.opt_input(2).filter(|_| cx.constant(2).is_none()) {
+                return dropout(cx, t);
+            }
+            // Inference: a constant training_mode must be false.
             if cx.opt_input(2).is_some() {
                 let training = cx.const_ints(2, "training_mode")?;
                 if training.iter().any(|&t| t != 0) {
@@ -76,7 +82,18 @@ pub(crate) fn lower(cx: &mut Cx, op: &ElementwiseOp) -> Lowered {
             }
             Ok(ks)
         }
-        ElementwiseOp::IsNaN | ElementwiseOp::IsInf { .. } => Err("no CUDA kernel for this op yet".into()),
+        ElementwiseOp::IsNaN | ElementwiseOp::IsInf { .. } => {
+            let (x, y) = (cx.input(0)?, cx.single_output()?);
+            let dtype = cx.dtype(x);
+            if !dtype.is_float() || cx.dtype(y) != DType::Bool || cx.len(x) != cx.len(y) {
+                return Err(format!("{} of {dtype} into {}", op_name(op), cx.dtype(y)));
+            }
+            let inf = match op {
+                ElementwiseOp::IsInf { detect_positive, detect_negative } => Some((*detect_positive, *detect_negative)),
+                _ => None,
+            };
+            Ok(vec![Kernel::Classify { dtype, inf, x, y, n: cx.len(y) }])
+        }
     }
 }
 
@@ -88,8 +105,12 @@ pub(crate) fn check_rank(rank: usize) -> Result<(), String> {
 pub(crate) fn unary(cx: &Cx, u: &UnaryOp, x: SlotId, y: SlotId) -> Result<Kernel, String> {
     let (code, p) = unary_code(u).ok_or_else(|| format!("no CUDA kernel for {} yet", u.name()))?;
     let dtype = cx.dtype(y);
-    let int_ok = matches!(code, UnaryCode::Relu | UnaryCode::Neg | UnaryCode::Abs | UnaryCode::Sign);
-    if !(is_float(dtype) || (int_ok && matches!(dtype, DType::I32 | DType::I64))) {
+    let ok = match dtype {
+        DType::F64 => unary_f64_ok(code),
+        d if is_float(d) => code != UnaryCode::BitNot,
+        d => d.is_integer() && unary_int_ok(code),
+    };
+    if !ok {
         return Err(format!("{} of dtype {dtype} has no CUDA kernel", u.name()));
     }
     if cx.dtype(x) != dtype || cx.len(x) != cx.len(y) {
@@ -101,7 +122,7 @@ pub(crate) fn unary(cx: &Cx, u: &UnaryOp, x: SlotId, y: SlotId) -> Result<Kernel
 /// The broadcasting kernel `y = a op b`.
 pub(crate) fn binary_code_kernel(cx: &Cx, code: BinaryCode, a: SlotId, b: SlotId, y: SlotId) -> Result<Kernel, String> {
     let dtype = cx.dtype(y);
-    if !is_numeric(dtype) || (code == BinaryCode::Pow && !is_float(dtype)) {
+    if !binary_ok(code, dtype) {
         return Err(format!("{code:?} of dtype {dtype} has no CUDA kernel"));
     }
     if cx.dtype(a) != dtype || cx.dtype(b) != dtype {
@@ -116,13 +137,39 @@ pub(crate) fn binary_code_kernel(cx: &Cx, code: BinaryCode, a: SlotId, b: SlotId
 
 pub(crate) fn binary(cx: &Cx, op: BinaryOp, a: SlotId, b: SlotId, y: SlotId) -> Result<Kernel, String> {
     let code = binary_code(op).ok_or_else(|| format!("no CUDA kernel for {} yet", op.name()))?;
+    let dtype = cx.dtype(y);
+    let mixed = cx.dtype(a) != cx.dtype(b);
+    if code == BinaryCode::Pow && (mixed || !is_float(dtype) && dtype != DType::F64) {
+        return pow_any(cx, a, b, y);
+    }
     binary_code_kernel(cx, code, a, b, y)
+}
+
+/// Pow of integers, or of a base and an exponent of different dtypes: in double,
+/// rounded (integers: saturated) into the base's dtype. A constant exponent of exactly
+/// 2 is a product (as on the CPU: integers wrap).
+fn pow_any(cx: &Cx, a: SlotId, b: SlotId, y: SlotId) -> Result<Kernel, String> {
+    let (base, exp) = (cx.dtype(a), cx.dtype(b));
+    let arith = |d: DType| matches!(d, DType::F32 | DType::F16 | DType::BF16 | DType::F64) || d.is_integer();
+    if !arith(base) || !arith(exp) || cx.dtype(y) != base {
+        return Err(format!("Pow of {base} and {exp} into {}", cx.dtype(y)));
+    }
+    let out = cx.shape(y);
+    check_rank(out.len())?;
+    Strides::broadcast(&cx.shape(a), &cx.shape(b), &out)
+        .ok_or_else(|| format!("shapes {:?} and {:?} do not broadcast to {out:?}", cx.shape(a), cx.shape(b)))?;
+    let exp_two = cx.plan.constant(b).filter(|t| t.len() == 1).and_then(|t| t.to_f64_vec().ok()) == Some(vec![2.0]);
+    if exp_two && cx.shape(a) == out {
+        return binary_code_kernel(cx, BinaryCode::Mul, a, a, y);
+    }
+    Ok(Kernel::PowAny { base, exp, a, b, y })
 }
 
 fn compare(cx: &Cx, code: CompareCode, a: SlotId, b: SlotId, y: SlotId) -> Result<Kernel, String> {
     let dtype = cx.dtype(a);
     let logic = matches!(code, CompareCode::And | CompareCode::Or | CompareCode::Xor);
-    let ok = if logic { dtype == DType::Bool } else { dtype == DType::Bool || is_numeric(dtype) };
+    let numeric = is_numeric(dtype) || dtype == DType::F64 || dtype.is_integer();
+    let ok = if logic { dtype == DType::Bool } else { dtype == DType::Bool || numeric };
     if !ok || cx.dtype(b) != dtype || cx.dtype(y) != DType::Bool {
         return Err(format!("{code:?} of {} and {} into {}", dtype, cx.dtype(b), cx.dtype(y)));
     }
@@ -133,16 +180,60 @@ fn compare(cx: &Cx, code: CompareCode, a: SlotId, b: SlotId, y: SlotId) -> Resul
     Ok(Kernel::Compare { code, dtype, a, b, y })
 }
 
+/// A Cast between any of Kiln's dtypes (FP8 targets saturating).
+#[allow(dead_code)]
 pub(crate) fn cast(cx: &Cx, x: SlotId, y: SlotId, to: DType) -> Result<Kernel, String> {
-    let ok = |d: DType| is_numeric(d) || d == DType::Bool;
+    cast_sat(cx, x, y, to, true)
+}
+
+/// A Cast with ONNX's `saturate` (it matters for FP8 targets only).
+pub(crate) fn cast_sat(cx: &Cx, x: SlotId, y: SlotId, to: DType, saturate: bool) -> Result<Kernel, String> {
     let from = cx.dtype(x);
-    if !ok(from) || !ok(to) || cx.dtype(y) != to {
+    if !cast_ok(from) || !cast_ok(to) || cx.dtype(y) != to || cx.len(x) != cx.len(y) {
         return Err(format!("Cast from {from} to {to} has no CUDA kernel"));
     }
     if from == to {
         return Ok(cx.copy_all(x, y));
     }
-    Ok(Kernel::Cast { from, to, x, y, n: cx.len(y) })
+    let n = cx.len(y);
+    if !saturate && matches!(to, DType::F8E4M3FN | DType::F8E5M2) {
+        return Ok(Kernel::CastSat { from, to, saturate, x, y, n });
+    }
+    Ok(Kernel::Cast { from, to, x, y, n })
+}
+
+/// Dropout whose training_mode is known only at run time.
+fn dropout(cx: &Cx, training: SlotId) -> Lowered {
+    let (x, y) = (cx.input(0)?, cx.output(0)?);
+    let dtype = cx.dtype(y);
+    if !dtype.is_float() || cx.dtype(x) != dtype || cx.len(x) != cx.len(y) {
+        return Err(format!("Dropout of {} into {dtype}", cx.dtype(x)));
+    }
+    if cx.dtype(training) != DType::Bool || cx.len(training) != 1 {
+        return Err(format!("training_mode of {}{:?}", cx.dtype(training), cx.shape(training)));
+    }
+    let ratio = cx.opt_input(1);
+    if let Some(r) = ratio
+        && (!cx.dtype(r).is_float() || cx.len(r) != 1)
+    {
+        return Err(format!("ratio of {}{:?}", cx.dtype(r), cx.shape(r)));
+    }
+    let mask = cx.output(1).ok();
+    if let Some(m) = mask
+        && cx.len(m) != cx.len(y)
+    {
+        return Err("the mask differs in size from the output".into());
+    }
+    // A seed per node, so that two dropouts of one graph differ.
+    let seed = cx.step.node_id as u64 ^ 0x5eed_d12a_0b07_u64;
+    Ok(vec![Kernel::Dropout { dtype, x, y, mask, ratio, training, seed }])
+}
+
+fn op_name(op: &ElementwiseOp) -> &'static str {
+    match op {
+        ElementwiseOp::IsNaN => "IsNaN",
+        _ => "IsInf",
+    }
 }
 
 /// Sum/Max/Min/Mean of one or more inputs: a chain of in-place broadcasting binaries.
@@ -173,7 +264,7 @@ fn variadic(cx: &mut Cx, v: VariadicOp) -> Lowered {
         }
     }
     if v == VariadicOp::Mean {
-        if !is_float(dtype) {
+        if !is_float(dtype) && dtype != DType::F64 {
             return Err(format!("Mean of dtype {dtype}"));
         }
         let t = cx.temp(dtype, &[]);

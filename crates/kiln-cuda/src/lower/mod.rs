@@ -5,6 +5,7 @@
 //! - `elementwise`: unary maps, binary/compare/logic ops, Where, Cast, Clip, Dropout.
 //! - `movement`: Transpose, Slice, Concat, Split, Expand, Tile, Gather, Pad.
 //! - `reduce`: Reduce*, ArgMax/ArgMin, Softmax/LogSoftmax, Layer/RMS normalisation.
+//! - `misc`: Trilu, EyeLike, ReverseSequence, CumSum/CumProd, Hardmax.
 //! - `fused`: kiln-opt's fused elementwise expressions and layer epilogues, evaluated
 //!   node by node with temporaries in the workspace.
 
@@ -20,6 +21,7 @@ pub mod convpool;
 pub mod einsum;
 pub mod elementwise;
 pub mod fused;
+pub mod misc;
 pub mod movement;
 pub mod recurrent;
 pub mod reduce;
