@@ -969,7 +969,7 @@ struct Resolved {
 /// The kernel source a kernel's launcher uses: `Some(None)` for none (cuBLASLt), `None`
 /// where not known here.
 fn kernel_source(k: &Kernel) -> Option<Option<crate::kernels::Source>> {
-    use crate::kernels::{ELEMENTWISE, MISC, MOVEMENT, NORM, REDUCE};
+    use crate::kernels::{ELEMENTWISE, MISC, MOVEMENT, NORM, REDUCE, TOPK};
     Some(Some(match k {
         Kernel::Unary { .. }
         | Kernel::Binary { .. }
@@ -985,6 +985,7 @@ fn kernel_source(k: &Kernel) -> Option<Option<crate::kernels::Source>> {
         Kernel::Copy { .. } | Kernel::Fill { .. } | Kernel::Gather { .. } | Kernel::Pad { .. } => MOVEMENT,
         Kernel::Reduce { .. } | Kernel::ArgReduce { .. } | Kernel::Softmax { .. } => REDUCE,
         Kernel::LayerNorm { .. } | Kernel::RmsNorm { .. } => NORM,
+        Kernel::TopK { .. } => TOPK,
         Kernel::Trilu { .. } | Kernel::ReverseSequence { .. } | Kernel::Cumulate { .. } | Kernel::Hardmax { .. } => {
             MISC
         }

@@ -67,11 +67,12 @@ pub(crate) fn lower(cx: &mut Cx, op: &ElementwiseOp) -> Lowered {
             if let Some(t) = cx.opt_input(2).filter(|_| cx.constant(2).is_none()) {
                 return dropout(cx, t);
             }
-            // Inference: a constant training_mode must be false.
-            if cx.opt_input(2).is_some() {
+            // A constant training_mode: true runs the device kernel (random masks; with a
+            // ratio of 0 the output is the input), false is the identity.
+            if let Some(t) = cx.opt_input(2) {
                 let training = cx.const_ints(2, "training_mode")?;
-                if training.iter().any(|&t| t != 0) {
-                    return Err("training mode (random masks) is not supported".into());
+                if training.iter().any(|&v| v != 0) {
+                    return dropout(cx, t);
                 }
             }
             let x = cx.input(0)?;

@@ -23,14 +23,17 @@ pub(crate) fn lower(cx: &mut Cx, op: &ReduceOp) -> Lowered {
             let Some(axes) = axes else { return Ok(vec![cx.copy_all(x, y)]) };
             let int = matches!(dtype, DType::I32 | DType::I64);
             let int_ok = !matches!(r.kind, ReduceKind::L2 | ReduceKind::LogSum | ReduceKind::LogSumExp);
-            if !(is_float(dtype) || (int && int_ok)) || cx.dtype(y) != dtype {
-                return Err(format!("{} of dtype {dtype}", r.kind.name()));
-            }
             let plan = ReducePlan::new(&shape, &axes);
             let kept = plan.groups.iter().filter(|g| !g.2).count();
             let red = plan.groups.len() - kept;
             if kept > MAX_RANK || red > MAX_RANK {
                 return Err(format!("{} interleaved groups of axes", plan.groups.len()));
+            }
+            if cx.dtype(y) == dtype && narrow_int(dtype) && int_ok {
+                return widened(cx, r.kind, x, axes, y);
+            }
+            if !(is_float(dtype) || (int && int_ok)) || cx.dtype(y) != dtype {
+                return Err(format!("{} of dtype {dtype}", r.kind.name()));
             }
             Ok(vec![Kernel::Reduce { kind: r.kind, dtype, x, axes, y }])
         }
@@ -135,4 +138,20 @@ fn check_suffix(_cx: &Cx, what: &str, shape: &[usize], norm: &[usize]) -> Result
         return Err(format!("{what} of shape {shape:?} for normalised dims {norm:?}"));
     }
     Ok(())
+}
+
+/// Bool and the integers narrower than the i64 kernels: reduced exactly in i64 (the sum,
+/// product and mean wrap back the same way; Max/Min of bools are any/all).
+fn narrow_int(d: DType) -> bool {
+    matches!(d, DType::Bool | DType::I8 | DType::I16 | DType::U8 | DType::U16 | DType::U32)
+}
+
+fn widened(cx: &mut Cx, kind: ReduceKind, x: usize, axes: Vec<usize>, y: usize) -> Lowered {
+    let (from, xs, ys) = (cx.dtype(x), cx.shape(x), cx.shape(y));
+    let (wx, wy) = (cx.temp(DType::I64, &xs), cx.temp(DType::I64, &ys));
+    Ok(vec![
+        super::elementwise::cast_sat(cx, x, wx, DType::I64, true)?,
+        Kernel::Reduce { kind, dtype: DType::I64, x: wx, axes, y: wy },
+        super::elementwise::cast_sat(cx, wy, y, from, true)?,
+    ])
 }
