@@ -171,6 +171,8 @@ pub enum Kernel {
         eps: f32,
         y: SlotId,
     },
+    /// A direct launch of an index, loss or quantisation kernel (`launch/call.rs`).
+    Call(crate::launch::call::Call),
     /// A cuBLASLt product.
     Matmul {
         shape: MatmulShape,
@@ -230,7 +232,10 @@ fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: 
     let mut cx = lower::Cx { plan, step, temps, temp_bytes: 0 };
     let r = match &step.op {
         Op::Elementwise(e) => lower::elementwise::lower(&mut cx, e),
+        Op::Movement(m) if lower::index::handles(m) => lower::index::lower(&mut cx, m),
         Op::Movement(m) => lower::movement::lower(&mut cx, m),
+        Op::Reduce(kiln_ir::ops::reduce::ReduceOp::Loss(l)) => lower::loss::lower(&mut cx, l),
+        Op::Quant(q) => lower::quant::lower(&mut cx, q),
         Op::Reduce(r) => lower::reduce::lower(&mut cx, r),
         Op::Fused(FusedOp::Elementwise(e)) => (|| {
             let y = cx.single_output()?;
@@ -814,6 +819,7 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
         Kernel::RmsNorm { dtype, x, axis, scale, eps, y } => {
             l.rms_norm(*dtype, (&buf(*x), sh(*x)), *axis, (&buf(*scale), sh(*scale)), *eps, &buf(*y))
         }
+        Kernel::Call(c) => l.call(c, &buf),
         Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
     }
 }

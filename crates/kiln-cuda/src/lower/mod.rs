@@ -17,7 +17,10 @@ use crate::planner::ALIGN;
 
 pub mod elementwise;
 pub mod fused;
+pub mod index;
+pub mod loss;
 pub mod movement;
+pub mod quant;
 pub mod reduce;
 
 pub(crate) type Lowered = std::result::Result<Vec<Kernel>, String>;
