@@ -189,6 +189,9 @@ fn el_cast(to: DType) -> Op {
     el(kiln_ir::ops::ElementwiseOp::Cast { to, saturate: true })
 }
 
+/// A QuantizeLinear and the DequantizeLinear back: name, op, inputs, op, inputs after y.
+type QuantPair = (&'static str, Op, Vec<OutletId>, Op, Vec<OutletId>);
+
 fn q(axis: i64, block_size: usize, saturate: bool, output_dtype: Option<DType>) -> Op {
     Op::Quant(QuantOp::Quantize(Quantize { axis, block_size, saturate, output_dtype, precision: None }))
 }
@@ -222,7 +225,7 @@ fn quant() -> Vec<Case> {
         let z_u16 = net.add_constant("z_u16", Tensor::from_vec(vec![], vec![30000u16]).unwrap());
         let z_blk =
             net.add_constant("z_blk", Tensor::from_vec(vec![3, 4, 2], (0..24).map(|i| i as u8 * 3).collect()).unwrap());
-        let pairs: Vec<(&str, Op, Vec<OutletId>, Op, Vec<OutletId>)> = vec![
+        let pairs: Vec<QuantPair> = vec![
             ("u8", q(1, 0, true, None), vec![x, s1, z_u8], dq(1, 0), vec![s1, z_u8]),
             ("i8_axis", q(1, 0, true, None), vec![x, s_axis, z_i8], dq(1, 0), vec![s_axis, z_i8]),
             ("i16", q(1, 0, true, None), vec![x, s1, z_i16], dq(1, 0), vec![s1, z_i16]),

@@ -151,7 +151,7 @@ pub(crate) fn lower(cx: &mut Cx, op: &MovementOp) -> Lowered {
             }
             let sfx = suffix(cx.dtype(y), *reduction)?;
             let mut ks = vec![cx.copy_all(data, y)];
-            let lines = if is[a] == 0 { 0 } else { cx.len(idx) / is[a] };
+            let lines = cx.len(idx).checked_div(is[a]).unwrap_or(0);
             let ostrides: Vec<i64> = contiguous(&ds).iter().map(|&s| s as i64).collect();
             let args = vec![
                 slot(cx, y),
