@@ -233,12 +233,17 @@ fn quant() -> Vec<Case> {
             ("blocked", q(-1, 3, true, None), vec![x, s_block, z_blk], dq(-1, 3), vec![s_block, z_blk]),
             ("no_zero", q(1, 0, true, Some(DType::I8)), vec![x, s_axis], dq(1, 0), vec![s_axis]),
             ("e4m3", q(1, 0, true, Some(DType::F8E4M3FN)), vec![x, s_axis], dq(1, 0), vec![s_axis]),
-            ("e4m3_nosat", q(1, 0, false, Some(DType::F8E4M3FN)), vec![x, s_axis], dq(1, 0), vec![s_axis]),
+            // Without saturation an overflow is NaN on both sides, which a relative L2 cannot
+            // compare: a scale that keeps every value in range.
+            ("e4m3_nosat", q(1, 0, false, Some(DType::F8E4M3FN)), vec![x, s1], dq(1, 0), vec![s1]),
             ("e5m2", q(0, 0, true, Some(DType::F8E5M2)), vec![x, s1], dq(0, 0), vec![s1]),
         ];
         for (name, qop, qin, dqop, dqin) in pairs {
             let y = net.add(&format!("q_{name}"), qop, &qin).unwrap();
-            out(&mut net, y, &format!("q_{name}"));
+            // FP8 outputs have no f64 view to compare: checked through their dequantization.
+            if !name.starts_with('e') {
+                out(&mut net, y, &format!("q_{name}"));
+            }
             let mut ins = vec![y];
             ins.extend(dqin);
             let d = net.add(&format!("dq_{name}"), dqop, &ins).unwrap();
