@@ -280,6 +280,8 @@ pub enum Kernel {
         coerce_2d: bool,
         y: SlotId,
     },
+    /// A direct launch of an index, loss or quantisation kernel (`launch/call.rs`).
+    Call(crate::launch::call::Call),
     /// A cuBLASLt product.
     Matmul {
         shape: MatmulShape,
@@ -373,7 +375,10 @@ fn lower_step_with(plan: &ExecutionPlan, step: &Step, options: &Options, temps: 
         ) => lower::misc::lower_movement(&mut cx, m),
         Op::Reduce(ReduceOp::Softmax(s)) if s.kind == SoftmaxKind::Hardmax => lower::misc::hardmax(&mut cx, s),
         Op::Elementwise(e) => lower::elementwise::lower(&mut cx, e),
+        Op::Movement(m) if lower::index::handles(m) => lower::index::lower(&mut cx, m),
         Op::Movement(m) => lower::movement::lower(&mut cx, m),
+        Op::Reduce(kiln_ir::ops::reduce::ReduceOp::Loss(l)) => lower::loss::lower(&mut cx, l),
+        Op::Quant(q) => lower::quant::lower(&mut cx, q),
         Op::Reduce(r) => lower::reduce::lower(&mut cx, r),
         Op::Fused(FusedOp::Elementwise(e)) => (|| {
             let y = cx.single_output()?;
@@ -1108,6 +1113,7 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
         Kernel::Hardmax { dtype, x, axis, coerce_2d, y } => {
             l.hardmax(*dtype, (&buf(*x), sh(*x)), *axis, *coerce_2d, &buf(*y))
         }
+        Kernel::Call(c) => l.call(c, &buf),
         Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
         Kernel::Conv { .. } => Err(CudaError::Graph("a convolution outside cuDNN".into())),
     }

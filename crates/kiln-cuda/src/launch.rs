@@ -26,6 +26,7 @@ use crate::kernels::{ALL, MAX_RANK, Source};
 use crate::nvrtc::Compiler;
 use crate::{CudaError, Device, Result};
 
+pub mod call;
 pub mod convpool;
 pub mod dynamic;
 pub mod elementwise;

@@ -56,9 +56,32 @@ pub const SAMPLE: Source = family_source!("sample");
 /// Einsum.
 pub const EINSUM: Source = family_source!("einsum");
 
+/// GatherElements, GatherND, ScatterElements, ScatterND, TensorScatter, OneHot.
+pub const INDEX: Source = source!("index");
+/// NegativeLogLikelihoodLoss, SoftmaxCrossEntropyLoss.
+pub const LOSS: Source = source!("loss");
+/// QuantizeLinear, DequantizeLinear, DynamicQuantizeLinear, MatMulInteger, QLinearMatMul.
+pub const QUANT: Source = source!("quant");
+
 /// Every kernel source, for cache warm-up and compile checks.
-pub const ALL: &[Source] =
-    &[ELEMENTWISE, MOVEMENT, REDUCE, NORM, POOL, MISC, CONVPOOL, DYNAMIC, TOPK, ATTENTION, RECURRENT, SAMPLE, EINSUM];
+pub const ALL: &[Source] = &[
+    ELEMENTWISE,
+    MOVEMENT,
+    REDUCE,
+    NORM,
+    POOL,
+    MISC,
+    CONVPOOL,
+    DYNAMIC,
+    TOPK,
+    ATTENTION,
+    RECURRENT,
+    SAMPLE,
+    EINSUM,
+    INDEX,
+    LOSS,
+    QUANT,
+];
 
 /// Operation codes of `elementwise.cu`'s unary kernels (its `UnaryCode`). The comment
 /// names the attributes passed as `p0`, `p1`. Integer kernels know Relu, Neg, Abs, Sign.
