@@ -7,7 +7,6 @@ use half::f16;
 use kiln_cpu::{EvalContext, eval_op};
 use kiln_cuda::blas::{Blas, BlasType, MatmulPlan, MatmulShape, Operands};
 use kiln_cuda::memory::DeviceBuffer;
-use kiln_cuda::plan::bind_input_shapes;
 use kiln_cuda::{CudaError, Device, Executor, Options};
 use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp, VariadicOp};
 use kiln_ir::ops::movement::MovementOp;
@@ -249,12 +248,14 @@ fn gemm_variants_and_elementwise_graphs_match_cpu() {
 #[ignore = "needs a CUDA GPU"]
 fn errors_come_at_build_time_and_name_what_failed() {
     let dev = device();
-    // Digits has Conv: no kernel yet, refused when the executor is built.
-    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../../models/digits/digits.onnx");
-    let g = kiln_onnx::load(path).unwrap().graph;
-    let bound = bind_input_shapes(&g, &[vec![4, 1, 8, 8]]).unwrap();
-    match Executor::new(&dev, &bound, Options::default()) {
-        Err(CudaError::UnsupportedNode { op, .. }) => assert_eq!(op, "Conv"),
+    // An f64 MatMul: cuBLASLt is used for f32/f16 only, refused when the executor is built.
+    let mut net = NetworkDefinition::new("f64_matmul");
+    let a = net.add_input("a", DType::F64, Shape::known(&[2, 3]));
+    let b = net.add_input("b", DType::F64, Shape::known(&[3, 2]));
+    let y = net.add("mm", Op::Nn(NnOp::MatMul), &[a, b]).unwrap();
+    net.mark_output(y, "y").unwrap();
+    match Executor::new(&dev, &net.build(), Options::default()) {
+        Err(CudaError::UnsupportedNode { op, node, .. }) => assert_eq!((op.as_str(), node.as_str()), ("MatMul", "mm")),
         other => panic!("expected Unsupported, got {other:?}"),
     }
     // An input of the wrong shape is refused by `run`, naming it.

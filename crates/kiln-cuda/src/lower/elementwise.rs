@@ -67,12 +67,15 @@ pub(crate) fn lower(cx: &mut Cx, op: &ElementwiseOp) -> Lowered {
             if let Some(t) = cx.opt_input(2).filter(|_| cx.constant(2).is_none()) {
                 return dropout(cx, t);
             }
-            // A constant training_mode: true runs the device kernel (random masks; with a
-            // ratio of 0 the output is the input), false is the identity.
-            if let Some(t) = cx.opt_input(2) {
+            // A constant training_mode: true with a ratio of 0 is the identity (and an
+            // all-true mask); true with another ratio draws random masks, which cannot
+            // match another implementation's, so it is refused. False is the identity.
+            if cx.opt_input(2).is_some() {
                 let training = cx.const_ints(2, "training_mode")?;
-                if training.iter().any(|&v| v != 0) {
-                    return dropout(cx, t);
+                let zero_ratio =
+                    cx.constant(1).and_then(|r| r.to_f64_vec().ok()).is_some_and(|v| v.iter().all(|&r| r == 0.0));
+                if training.iter().any(|&v| v != 0) && !zero_ratio {
+                    return Err("training mode (random masks) is not supported".into());
                 }
             }
             let x = cx.input(0)?;
