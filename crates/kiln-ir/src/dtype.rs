@@ -1,7 +1,7 @@
 use std::fmt;
 
 /// Element types Kiln knows. FP8 and bool are storage types (one byte each).
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub enum DType {
     F32,
     F16,
@@ -116,5 +116,14 @@ impl DType {
 impl fmt::Display for DType {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for DType {
+    type Err = String;
+
+    /// The inverse of `Display` ("f32", "i64", ...).
+    fn from_str(s: &str) -> Result<DType, String> {
+        DType::ALL.into_iter().find(|d| d.name() == s).ok_or_else(|| format!("no dtype named '{s}'"))
     }
 }

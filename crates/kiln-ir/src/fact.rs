@@ -4,7 +4,7 @@ use std::sync::Arc;
 use crate::{DType, Tensor};
 
 /// One dimension of a shape: a known size, a named symbol (`batch`, `seq`), or unknown.
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Dim {
     Known(usize),
     Sym(Arc<str>),
@@ -52,7 +52,7 @@ impl fmt::Display for Dim {
 }
 
 /// A shape whose rank is known; its dims may be symbolic.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash, Default, serde::Serialize, serde::Deserialize)]
 pub struct Shape(pub Vec<Dim>);
 
 impl Shape {
@@ -91,7 +91,7 @@ impl fmt::Display for Shape {
 }
 
 /// What is known about a value before running the graph.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Fact {
     /// `None` when the dtype is not known yet (e.g. an unannotated subgraph value).
     pub dtype: Option<DType>,
@@ -112,6 +112,26 @@ impl Fact {
 
     pub fn unknown() -> Fact {
         Fact::default()
+    }
+
+    /// Whether two facts about one value can both be true: dtypes equal where both are
+    /// known, ranks equal where both are known, and known dims equal.
+    pub fn agrees_with(&self, other: &Fact) -> bool {
+        let dtype = match (self.dtype, other.dtype) {
+            (Some(a), Some(b)) => a == b,
+            _ => true,
+        };
+        let shape = match (&self.shape, &other.shape) {
+            (Some(a), Some(b)) => {
+                a.0.len() == b.0.len()
+                    && a.0.iter().zip(&b.0).all(|(x, y)| match (x.known(), y.known()) {
+                        (Some(x), Some(y)) => x == y,
+                        _ => true,
+                    })
+            }
+            _ => true,
+        };
+        dtype && shape
     }
 
     pub fn constant(t: Tensor) -> Fact {

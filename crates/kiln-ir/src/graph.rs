@@ -6,7 +6,7 @@ use crate::{Fact, IrError, Op, Result};
 pub type NodeId = usize;
 
 /// A value: output `slot` of node `node`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
 pub struct OutletId {
     pub node: NodeId,
     pub slot: usize,
@@ -25,13 +25,13 @@ impl fmt::Display for OutletId {
 }
 
 /// One named output of a node and what is known about it.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Outlet {
     pub name: String,
     pub fact: Fact,
 }
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Node {
     pub name: String,
     pub op: Op,
@@ -44,13 +44,13 @@ pub struct Node {
 ///
 /// The subgraph sees it as the `Input` node at `outlet`; the node that owns the
 /// subgraph receives the outer value as one of its trailing inputs.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Capture {
     pub name: String,
     pub outlet: OutletId,
 }
 
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug, Default, serde::Serialize, serde::Deserialize)]
 pub struct Graph {
     pub name: String,
     pub nodes: Vec<Node>,
@@ -170,6 +170,57 @@ impl Graph {
             }
         }
         Ok(order)
+    }
+
+    /// Checks a graph that came from outside (a plan file): every value read exists, no
+    /// cycles, graph inputs are `Input` nodes, constants match their facts, and each
+    /// node's facts agree with what its op infers from its inputs wherever both are
+    /// known. Nested subgraphs are checked too.
+    pub fn verify(&self) -> Result<()> {
+        let bad = |m: String| IrError::Graph(format!("graph '{}': {m}", self.name));
+        for n in &self.nodes {
+            for o in n.inputs.iter().flatten() {
+                self.outlet(*o).map_err(|_| bad(format!("node '{}' reads missing value {o}", n.name)))?;
+            }
+        }
+        for o in self.inputs.iter().chain(&self.outputs).chain(self.captures.iter().map(|c| &c.outlet)) {
+            self.outlet(*o)?;
+        }
+        for o in self.inputs.iter().chain(self.captures.iter().map(|c| &c.outlet)) {
+            if !matches!(self.nodes[o.node].op, Op::Input) {
+                return Err(bad(format!("input {o} is not an Input node")));
+            }
+        }
+        for id in self.eval_order()? {
+            let n = &self.nodes[id];
+            let facts = match &n.op {
+                Op::Input => continue,
+                Op::Constant(t) => vec![Fact::constant(t.clone())],
+                op => self.infer(op, &n.inputs, n.outputs.len()).map_err(|e| IrError::Node {
+                    node: n.name.clone(),
+                    op: op.name().to_string(),
+                    source: Box::new(e),
+                })?,
+            };
+            for (out, inferred) in n.outputs.iter().zip(&facts) {
+                if !out.fact.agrees_with(inferred) {
+                    return Err(bad(format!(
+                        "node '{}' ({}): value '{}' is recorded as {:?} {:?} but its op gives {:?} {:?}",
+                        n.name,
+                        n.op.name(),
+                        out.name,
+                        out.fact.dtype,
+                        out.fact.shape,
+                        inferred.dtype,
+                        inferred.shape
+                    )));
+                }
+            }
+            for g in n.op.subgraphs() {
+                g.verify()?;
+            }
+        }
+        Ok(())
     }
 
     /// How many times each outlet is read (by nodes and as a graph output).

@@ -201,3 +201,66 @@ mod tests {
         assert!(Tensor::from_bytes(DType::F32, vec![3], Bytes::from(vec![0u8; 8])).is_err());
     }
 }
+
+/// A tensor serialises as its dtype, shape and raw bytes; reading one back checks that
+/// the bytes fit the shape (a corrupt file is an error, not a bad tensor).
+impl serde::Serialize for Tensor {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use serde::ser::SerializeTuple;
+        let mut t = s.serialize_tuple(3)?;
+        t.serialize_element(&self.dtype)?;
+        t.serialize_element(&self.shape)?;
+        t.serialize_element(&RawBytes(&self.data))?;
+        t.end()
+    }
+}
+
+struct RawBytes<'a>(&'a [u8]);
+
+impl serde::Serialize for RawBytes<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        s.serialize_bytes(self.0)
+    }
+}
+
+struct OwnedBytes(Vec<u8>);
+
+impl<'de> serde::Deserialize<'de> for OwnedBytes {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        struct V;
+        impl<'de> serde::de::Visitor<'de> for V {
+            type Value = OwnedBytes;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("tensor bytes")
+            }
+            fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> std::result::Result<OwnedBytes, E> {
+                Ok(OwnedBytes(v.to_vec()))
+            }
+            fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> std::result::Result<OwnedBytes, E> {
+                Ok(OwnedBytes(v))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> std::result::Result<OwnedBytes, A::Error> {
+                let mut v = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1 << 20));
+                while let Some(b) = seq.next_element()? {
+                    v.push(b);
+                }
+                Ok(OwnedBytes(v))
+            }
+        }
+        d.deserialize_bytes(V)
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Tensor {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        let (dtype, shape, OwnedBytes(data)): (DType, Vec<usize>, OwnedBytes) = serde::Deserialize::deserialize(d)?;
+        let expected = shape.iter().try_fold(dtype.size(), |n, &d| n.checked_mul(d));
+        if expected != Some(data.len()) {
+            return Err(serde::de::Error::custom(format!(
+                "a {dtype} tensor of shape {shape:?} with {} bytes",
+                data.len()
+            )));
+        }
+        Ok(Tensor { dtype, shape, data: Bytes::from(data) })
+    }
+}

@@ -4,14 +4,14 @@
 use super::{OpFamily, optional, required};
 use crate::{DType, Dim, Fact, IrError, Result, Shape};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum AttentionOp {
     Attention(Attention),
     LinearAttention(LinearAttention),
 }
 
 /// How LinearAttention updates its `[d_k, d_v]` state per head and step.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum UpdateRule {
     /// S += k vᵀ.
     Linear,
@@ -35,7 +35,7 @@ impl UpdateRule {
 
 /// Inputs: query, key, value (`[batch, seq, heads·size]`), past_state?
 /// (`[batch, kv_heads, d_k, d_v]`), decay?, beta?. Outputs: output, present_state.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LinearAttention {
     pub q_num_heads: usize,
     pub kv_num_heads: usize,
@@ -45,7 +45,7 @@ pub struct LinearAttention {
 }
 
 /// Which intermediate the optional 4th output (`qk_matmul_output`) holds.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum QkOutputMode {
     /// Q·Kᵀ scaled.
     MatMul,
@@ -71,7 +71,7 @@ impl QkOutputMode {
 
 /// Inputs: Q, K, V, attn_mask?, past_key?, past_value?, nonpad_kv_seqlen? (opset 24).
 /// Outputs: Y, present_key?, present_value?, qk_matmul_output?.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Attention {
     pub is_causal: bool,
     /// Head counts, required for 3-D (`[batch, seq, hidden]`) inputs.

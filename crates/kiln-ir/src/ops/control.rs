@@ -6,7 +6,7 @@
 use super::{OpFamily, optional, required};
 use crate::{Dim, Fact, Graph, IrError, Result, Shape};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum ControlOp {
     /// Runs `then_branch` or `else_branch` on a bool condition; outputs are the branch's.
     If {
@@ -27,7 +27,7 @@ pub enum ControlOp {
 /// Scan-8 (`batched`): a first optional input `sequence_lens`, and every input and
 /// output has a leading batch axis; each batch element is scanned on its own along
 /// axis 1, its scan outputs zero-padded past its sequence length.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct Scan {
     pub body: Graph,
     pub batched: bool,

@@ -5,7 +5,7 @@
 use super::{OpFamily, broadcast_shape, first_dtype, optional, required};
 use crate::{DType, Fact, IrError, Result, Shape};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ElementwiseOp {
     /// One input, one output of the same dtype.
     Unary(UnaryOp),
@@ -47,7 +47,7 @@ pub enum ElementwiseOp {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum UnaryOp {
     // numeric (integers too)
     Abs,
@@ -115,7 +115,7 @@ pub enum UnaryOp {
     },
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum BinaryOp {
     Add,
     Sub,
@@ -138,7 +138,7 @@ pub enum BinaryOp {
     PRelu,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CompareOp {
     Equal,
     Less,
@@ -147,14 +147,14 @@ pub enum CompareOp {
     GreaterOrEqual,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LogicOp {
     And,
     Or,
     Xor,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum VariadicOp {
     Min,
     Max,

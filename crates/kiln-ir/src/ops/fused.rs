@@ -10,7 +10,7 @@ use super::elementwise::{BinaryOp, UnaryOp};
 use super::{Op, OpFamily, broadcast_shape, required};
 use crate::{DType, Fact, IrError, Result, Shape};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum FusedOp {
     /// One elementwise kernel for a DAG of elementwise ops over broadcast inputs.
     Elementwise(Expr),
@@ -47,7 +47,7 @@ pub fn permute_fact(f: &Fact, perm: &[usize; 4]) -> Option<Fact> {
 
 /// `core` reads the node's first `core_inputs` inputs; the epilogue's `Input(0)` is the
 /// core's output and its `Input(i)` (i ≥ 1) is node input `core_inputs + i - 1`.
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub struct FusedLayer {
     pub core: Box<Op>,
     pub core_inputs: usize,
@@ -56,12 +56,12 @@ pub struct FusedLayer {
 
 /// An elementwise expression in SSA form: each node reads earlier nodes by index; the
 /// value of the expression is its last node. All inputs share one float dtype.
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Expr {
     pub nodes: Vec<ExprNode>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ExprNode {
     /// Input `i` of the expression.
     Input(usize),

@@ -27,7 +27,7 @@ pub use vision::VisionOp;
 
 use crate::{DType, Fact, Graph, IrError, Result, Shape, Tensor};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum Op {
     /// A graph input (or a subgraph's formal or captured input).
     Input,

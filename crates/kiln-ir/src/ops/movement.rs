@@ -11,7 +11,7 @@ use crate::{DType, Dim, Fact, IrError, Result, Shape, Tensor};
 /// Constant inputs up to this many elements are folded at inference (shape arithmetic).
 pub const FOLD_LIMIT: usize = 4096;
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
 pub enum MovementOp {
     /// Input 1 is the target shape; 0 copies the input dim unless `allowzero`.
     Reshape {
@@ -118,14 +118,14 @@ pub enum MovementOp {
     },
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct SliceAttrs {
     pub starts: Vec<i64>,
     pub ends: Vec<i64>,
     pub axes: Option<Vec<i64>>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Reduction {
     None,
     Add,
@@ -134,7 +134,7 @@ pub enum Reduction {
     Min,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum PadMode {
     Constant,
     Reflect,
@@ -142,7 +142,7 @@ pub enum PadMode {
     Wrap,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum DepthToSpaceMode {
     Dcr,
     Crd,
@@ -652,7 +652,7 @@ fn slice_params(attrs: Option<&SliceAttrs>, inputs: &[Option<&Fact>]) -> SlicePa
 }
 
 /// One sliced axis after ONNX's clamping: first index, step, and output length.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AxisSlice {
     pub start: i64,
     pub step: i64,

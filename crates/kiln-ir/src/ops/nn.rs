@@ -7,7 +7,7 @@
 use super::{OpFamily, optional, required};
 use crate::{DType, Dim, Fact, IrError, Result, Shape};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum NnOp {
     MatMul,
     Gemm(Gemm),
@@ -20,7 +20,7 @@ pub enum NnOp {
     Col2Im(Window),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Gemm {
     pub alpha: f32,
     pub beta: f32,
@@ -29,7 +29,7 @@ pub struct Gemm {
 }
 
 /// How the padding of a sliding window is chosen.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum AutoPad {
     /// Explicit `pads` (zero when absent).
     #[default]
@@ -45,7 +45,7 @@ pub enum AutoPad {
 /// Sliding-window attributes shared by the convolutions and pools. `None` means
 /// the ONNX default (ones for strides and dilations, zeros for pads; the kernel
 /// shape of a convolution comes from its weights).
-#[derive(Clone, Debug, PartialEq, Default)]
+#[derive(Clone, Debug, PartialEq, Default, serde::Serialize, serde::Deserialize)]
 pub struct Window {
     pub kernel_shape: Option<Vec<usize>>,
     pub strides: Option<Vec<usize>>,
@@ -56,7 +56,7 @@ pub struct Window {
 }
 
 /// The resolved geometry of one spatial axis.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AxisGeometry {
     pub input: usize,
     pub output: usize,
@@ -161,13 +161,13 @@ impl Window {
     }
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Conv {
     pub window: Window,
     pub group: usize,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvTranspose {
     pub window: Window,
     pub group: usize,
@@ -228,7 +228,7 @@ impl ConvTranspose {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum PoolKind {
     /// `storage_order` 1 makes the Indices output column-major.
     Max {
@@ -242,7 +242,7 @@ pub enum PoolKind {
     },
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Pool {
     pub kind: PoolKind,
     pub window: Window,
@@ -250,14 +250,14 @@ pub struct Pool {
 }
 
 /// One operand's subscripts in an einsum equation.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum Subscript {
     Letter(u8),
     Ellipsis,
 }
 
 /// A parsed einsum equation (output always explicit: implicit mode is resolved at parse).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Einsum {
     pub equation: String,
     pub inputs: Vec<Vec<Subscript>>,

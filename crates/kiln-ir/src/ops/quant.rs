@@ -4,7 +4,7 @@
 use super::{OpFamily, normalize_axis, optional, required};
 use crate::{DType, Dim, Fact, IrError, Result, Shape};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum QuantOp {
     /// `y = saturate(round_half_even(x / scale) + zero_point)`.
     Quantize(Quantize),
@@ -22,7 +22,7 @@ pub enum QuantOp {
     QLinearMatMul,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Quantize {
     pub axis: i64,
     /// 0: per-tensor or per-axis; otherwise the block length along `axis`.
@@ -35,7 +35,7 @@ pub struct Quantize {
     pub precision: Option<DType>,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Dequantize {
     pub axis: i64,
     pub block_size: usize,
@@ -43,7 +43,7 @@ pub struct Dequantize {
     pub output_dtype: Option<DType>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum AutoPad {
     NotSet,
     SameUpper,
@@ -52,7 +52,7 @@ pub enum AutoPad {
 }
 
 /// Convolution attributes; `None` lists mean the ONNX default for the input's rank.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvGeometry {
     pub auto_pad: AutoPad,
     pub dilations: Option<Vec<usize>>,
@@ -64,7 +64,7 @@ pub struct ConvGeometry {
 }
 
 /// Resolved per-spatial-axis convolution parameters.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ConvPlan {
     pub kernel: Vec<usize>,
     pub strides: Vec<usize>,

@@ -3,7 +3,7 @@
 use super::{OpFamily, required};
 use crate::{DType, Dim, Fact, IrError, Result, Shape};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum RecurrentOp {
     Rnn(Recurrent),
     Gru { rnn: Recurrent, linear_before_reset: bool },
@@ -11,7 +11,7 @@ pub enum RecurrentOp {
 }
 
 /// What the three recurrent ops share.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Recurrent {
     pub direction: Direction,
     /// From the attribute; otherwise the recurrence weight's last dim.
@@ -25,7 +25,7 @@ pub struct Recurrent {
     pub batch_first: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Direction {
     Forward,
     Reverse,
@@ -38,7 +38,7 @@ impl Direction {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Copy, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum Activation {
     Relu,
     Tanh,

@@ -4,7 +4,7 @@
 use super::{OpFamily, normalize_axis, optional, required};
 use crate::{DType, Dim, Fact, IrError, Result, Shape, Tensor};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ReduceOp {
     Reduce(Reduce),
     Arg(ArgReduce),
@@ -22,7 +22,7 @@ pub enum ReduceOp {
 
 /// `NegativeLogLikelihoodLoss` (input: log-probabilities) and `SoftmaxCrossEntropyLoss`
 /// (input: scores; a second, optional output holds their log-softmax over axis 1).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Loss {
     pub kind: LossKind,
     pub reduction: LossReduction,
@@ -30,13 +30,13 @@ pub struct Loss {
     pub ignore_index: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LossKind {
     NegativeLogLikelihood,
     SoftmaxCrossEntropy,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum LossReduction {
     None,
     Sum,
@@ -45,7 +45,7 @@ pub enum LossReduction {
 }
 
 /// What `Reduce*` computes over the reduced elements.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ReduceKind {
     Sum,
     Mean,
@@ -60,7 +60,7 @@ pub enum ReduceKind {
 }
 
 /// `Reduce*`. The axes come from the attribute (older opsets) or else from input 1.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Reduce {
     pub kind: ReduceKind,
     /// The `axes` attribute, for opsets where it is one; `None` = use input 1 if present.
@@ -70,14 +70,14 @@ pub struct Reduce {
     pub noop_with_empty_axes: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ArgKind {
     Max,
     Min,
 }
 
 /// `ArgMax` / `ArgMin`: int64 index of the extreme along `axis`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ArgReduce {
     pub kind: ArgKind,
     pub axis: i64,
@@ -87,7 +87,7 @@ pub struct ArgReduce {
 }
 
 /// `TopK`: outputs the k largest (or smallest) values along `axis` and their indices.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct TopK {
     pub axis: i64,
     pub largest: bool,
@@ -96,7 +96,7 @@ pub struct TopK {
     pub k: Option<i64>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum SoftmaxKind {
     Softmax,
     LogSoftmax,
@@ -104,7 +104,7 @@ pub enum SoftmaxKind {
 }
 
 /// `Softmax` / `LogSoftmax` / `Hardmax`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Softmax {
     pub kind: SoftmaxKind,
     pub axis: i64,
@@ -114,7 +114,7 @@ pub struct Softmax {
 }
 
 /// `BatchNormalization`. Inputs: X, scale, B, input_mean, input_var.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct BatchNorm {
     pub epsilon: f32,
     pub momentum: f32,
@@ -123,13 +123,13 @@ pub struct BatchNorm {
 }
 
 /// `InstanceNormalization`. Inputs: X, scale [C], B [C].
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct InstanceNorm {
     pub epsilon: f32,
 }
 
 /// `LayerNormalization`: normalise over axes `axis..rank`. Outputs Y, Mean, InvStdDev.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct LayerNorm {
     pub axis: i64,
     pub epsilon: f32,
@@ -138,14 +138,14 @@ pub struct LayerNorm {
 }
 
 /// Whether GroupNormalization's scale and bias are per group (opset 18) or per channel (21).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GroupAffine {
     PerGroup,
     PerChannel,
 }
 
 /// `GroupNormalization`. Inputs: X, scale, bias.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GroupNorm {
     pub num_groups: i64,
     pub epsilon: f32,
@@ -154,7 +154,7 @@ pub struct GroupNorm {
 }
 
 /// `RMSNormalization` (opset 23): `X / sqrt(mean(X², axis..) + eps) * scale`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RmsNorm {
     pub axis: i64,
     pub epsilon: f32,
@@ -162,7 +162,7 @@ pub struct RmsNorm {
 }
 
 /// `LRN`: local response normalisation across channels.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Lrn {
     pub size: i64,
     pub alpha: f32,
@@ -171,7 +171,7 @@ pub struct Lrn {
 }
 
 /// `MeanVarianceNormalization`: `(X - E[X]) / (sqrt(E[X²] - E[X]²) + 1e-9)` over `axes`.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct MeanVarianceNorm {
     pub axes: Vec<i64>,
 }

@@ -4,7 +4,7 @@
 use super::{OpFamily, normalize_axis, optional, required};
 use crate::{DType, Dim, Fact, IrError, Result, Shape, Tensor};
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum VisionOp {
     /// Resize (opsets 10..19) and the deprecated Upsample (7, 9).
     Resize(Resize),
@@ -21,7 +21,7 @@ pub enum VisionOp {
 }
 
 /// Interpolation kernel, shared by Resize and GridSample.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum Interp {
     Nearest,
     Linear,
@@ -29,7 +29,7 @@ pub enum Interp {
 }
 
 /// How an output coordinate maps back to an input coordinate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum CoordMode {
     HalfPixel,
     HalfPixelSymmetric,
@@ -42,7 +42,7 @@ pub enum CoordMode {
 }
 
 /// How a fractional coordinate picks a pixel in nearest mode.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum NearestMode {
     RoundPreferFloor,
     RoundPreferCeil,
@@ -52,7 +52,7 @@ pub enum NearestMode {
     Simple,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum KeepAspect {
     Stretch,
     NotLarger,
@@ -60,7 +60,7 @@ pub enum KeepAspect {
 }
 
 /// Where a Resize node's scales/sizes/roi come from.
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub enum ResizeInputs {
     /// Upsample-7: scales attribute, X the only input.
     ScalesAttr(Vec<f32>),
@@ -70,13 +70,13 @@ pub enum ResizeInputs {
     Full,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum ResizeKind {
     Resize,
     Upsample,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Resize {
     pub kind: ResizeKind,
     pub inputs: ResizeInputs,
@@ -93,7 +93,7 @@ pub struct Resize {
 
 /// Output shape and per-axis scale of a resize, from the input shape and either scales or
 /// sizes (both given over `axes`, or over all dims).
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct ResizePlan {
     pub out_shape: Vec<usize>,
     pub scales: Vec<f64>,
@@ -220,27 +220,27 @@ impl Resize {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum GridPadding {
     Zeros,
     Border,
     Reflection,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct GridSample {
     pub mode: Interp,
     pub padding: GridPadding,
     pub align_corners: bool,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub enum RoiPool {
     Avg,
     Max,
 }
 
-#[derive(Clone, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct RoiAlign {
     pub mode: RoiPool,
     pub output_height: usize,
