@@ -152,10 +152,8 @@ pub fn run_with(
     }
 }
 
-/// Data-dependent shapes or control flow: the graph runs in segments
-/// (`kiln_cuda::dynamic`).
 fn needs_segments(built: &Graph) -> bool {
-    !kiln_cuda::bind::fully_known(built) || kiln_cuda::dynamic::has_control(built)
+    kiln_engine::prepare::needs_segments(built)
 }
 
 /// An error while running in segments: unsupported where a segment (or a body) was refused.
@@ -171,39 +169,12 @@ fn cuda_run_error(e: CudaError) -> RunError {
 }
 
 fn build_for_cuda(graph: &Graph, inputs: &[Tensor], options: BuildOptions) -> Result<Graph, RunError> {
-    let bound = bind_for_cuda(graph, inputs, options.opt_level.max(1))?;
-    if !options.fp16 {
-        return Ok(bound);
-    }
-    kiln_cuda::precision::reduce_precision(&bound, kiln_ir::DType::F16)
-        .map_err(|e| RunError::Unsupported(format!("fp16: {e}")))
-}
-
-/// `graph` bound to the inputs' shapes and shape-tensor values; where a value was bound
-/// or shapes were unknown, optimised again at `level` so that what the
-/// bound shapes and values determine becomes constant.
-/// When shapes stay unknown, small inputs are bound by value too.
-fn bind_for_cuda(graph: &Graph, inputs: &[Tensor], level: u8) -> Result<Graph, RunError> {
-    use kiln_cuda::bind::{ValueBinding, bind_inputs, fully_known};
-    let symbolic = !fully_known(graph);
-    let bound = bind_inputs(graph, inputs, ValueBinding::ShapeTensors).map_err(cuda_build_error)?;
-    let bound = simplify_bound(bound, symbolic, level)?;
-    if fully_known(&bound) {
-        return Ok(bound);
-    }
-    simplify_bound(bind_inputs(graph, inputs, ValueBinding::SmallInputs).map_err(cuda_build_error)?, true, level)
-}
-
-/// Optimises a bound graph again when binding changed something (`symbolic`: the graph
-/// had unknown dims or values before).
-fn simplify_bound(bound: Graph, symbolic: bool, level: u8) -> Result<Graph, RunError> {
-    let any_value = bound.inputs.iter().any(|&o| bound.outlet(o).is_ok_and(|v| v.fact.value.is_some()));
-    if !any_value && !symbolic {
-        return Ok(bound);
-    }
-    crate::optimize(&bound, level, crate::LayoutArg::Nchw)
-        .map(|(g, _)| g)
-        .map_err(|e| RunError::Failed(format!("simplifying after binding shape tensors: {e}")))
+    let precision = kiln_engine::PrecisionFlags { fp16: options.fp16, ..Default::default() };
+    kiln_engine::prepare::build_for_cuda(graph, inputs, precision, options.opt_level).map_err(|e| match e {
+        kiln_engine::EngineError::Cuda(e) => cuda_build_error(e),
+        e @ kiln_engine::EngineError::Unsupported(_) => RunError::Unsupported(e.to_string()),
+        e => RunError::Failed(e.to_string()),
+    })
 }
 
 /// A CUDA executor that refuses a graph when built: unsupported, else failed.

@@ -10,8 +10,11 @@ use serde_json::json;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The ONNX model.
+    /// The ONNX model, or a plan (.kiln).
     model: PathBuf,
+    /// With a plan: time each layer on the GPU.
+    #[arg(long)]
+    profile: bool,
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
@@ -100,6 +103,9 @@ fn write_dot(path: &std::path::Path, graph: &Graph) -> anyhow::Result<()> {
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
+    if is_plan(&args.model) {
+        return crate::inspect_plan::main(&args.model, args.json, args.profile);
+    }
     let model = kiln_onnx::load(&args.model).with_context(|| format!("loading {}", args.model.display()))?;
     if args.optimized {
         return optimized(&args, &model.graph);
@@ -215,4 +221,11 @@ pub fn human_bytes(b: usize) -> String {
         b if b >= 1 << 10 => format!("{:.1} KiB", b as f64 / 1024.0),
         b => format!("{b} B"),
     }
+}
+
+/// Whether `path` starts with a plan's magic.
+pub fn is_plan(path: &std::path::Path) -> bool {
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path).and_then(|mut f| std::io::Read::read_exact(&mut f, &mut magic)).is_ok()
+        && &magic == kiln_engine::format::MAGIC
 }

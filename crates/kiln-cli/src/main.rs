@@ -1,10 +1,13 @@
 //! `kiln`: build, run, inspect and check models.
 
 mod backend;
+mod bench;
+mod build;
 mod conformance;
 mod dot;
 mod inputs;
 mod inspect;
+mod inspect_plan;
 mod npy;
 mod run;
 
@@ -27,11 +30,10 @@ enum Command {
     Inspect(inspect::Args),
     /// Run the ONNX backend node test cases and compare with their expected outputs.
     Conformance(conformance::Args),
-}
-
-/// The CPU backend as the optimiser's constant evaluator.
-fn cpu_eval(op: &kiln_ir::Op, inputs: &[Option<kiln_ir::Tensor>], n: usize) -> Result<Vec<kiln_ir::Tensor>, String> {
-    kiln_cpu::eval_op(op, inputs, n, &kiln_cpu::EvalContext::default()).map_err(|e| e.to_string())
+    /// Build a plan file (.kiln) for a GPU (or the CPU) from an ONNX model.
+    Build(build::Args),
+    /// Measure a plan's (or a model's) throughput and latency, trtexec style.
+    Bench(bench::Args),
 }
 
 /// Activation layout of convolution regions (`--layout`).
@@ -51,13 +53,11 @@ pub fn optimize(
     level: u8,
     layout: LayoutArg,
 ) -> Result<(kiln_ir::Graph, kiln_opt::Report), kiln_opt::OptError> {
-    let eval = cpu_eval;
     let layout = match layout {
-        LayoutArg::Nchw => kiln_opt::Layout::Nchw,
-        LayoutArg::Nhwc => kiln_opt::Layout::Nhwc,
+        LayoutArg::Nchw => kiln_engine::prepare::Layout::Nchw,
+        LayoutArg::Nhwc => kiln_engine::prepare::Layout::Nhwc,
     };
-    let options = kiln_opt::Options { evaluator: Some(&eval), layout, ..kiln_opt::Options::default() };
-    kiln_opt::Optimizer::new(level).with_options(options).optimize(graph)
+    kiln_engine::prepare::optimize(graph, level, layout)
 }
 
 fn main() -> ExitCode {
@@ -66,6 +66,8 @@ fn main() -> ExitCode {
         Command::Run(args) => run::main(args).map(|_| ExitCode::SUCCESS),
         Command::Inspect(args) => inspect::main(args).map(|_| ExitCode::SUCCESS),
         Command::Conformance(args) => conformance::main(args),
+        Command::Build(args) => build::main(args).map(|_| ExitCode::SUCCESS),
+        Command::Bench(args) => bench::main(args).map(|_| ExitCode::SUCCESS),
     };
     match result {
         Ok(code) => code,

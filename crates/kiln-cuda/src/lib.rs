@@ -30,6 +30,8 @@ pub mod dnn;
 pub mod dynamic;
 mod error;
 pub mod executor;
+pub mod engine_stub;
+pub use engine_stub::lib_versions;
 pub mod graph_capture;
 pub mod kernels;
 pub mod launch;
