@@ -12,8 +12,8 @@ fn main() {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
     };
     let commit = git(&["rev-parse", "--short=12", "HEAD"]).unwrap_or_else(|| "unknown commit".into());
-    let dirty = git(&["status", "--porcelain", "--untracked-files=no", "--", "../kiln-ir/src"])
-        .is_some_and(|s| !s.is_empty());
+    let dirty =
+        git(&["status", "--porcelain", "--untracked-files=no", "--", "../kiln-ir/src"]).is_some_and(|s| !s.is_empty());
     println!("cargo:rustc-env=KILN_COMMIT={commit}{}", if dirty { "+ir-changes" } else { "" });
     for p in ["HEAD", "index"] {
         if let Some(path) = git(&["rev-parse", "--git-path", p]) {

@@ -72,7 +72,10 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     let t0 = Instant::now();
     let results: Vec<anyhow::Result<Vec<Sample>>> = std::thread::scope(|scope| {
         let handles: Vec<_> = (0..workers).map(|_| scope.spawn(|| worker(&engine, &args, &shapes))).collect();
-        handles.into_iter().map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a bench thread panicked")))).collect()
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or_else(|_| Err(anyhow::anyhow!("a bench thread panicked"))))
+            .collect()
     });
     let wall = t0.elapsed().as_secs_f64() - args.warmup as f64 / 1e3;
     let mut samples = Vec::new();
@@ -89,7 +92,11 @@ pub fn main(args: Args) -> anyhow::Result<()> {
 }
 
 fn load_engine(args: &Args) -> anyhow::Result<Engine> {
-    let options = LoadOptions { allow_ptx_fallback: args.allow_ptx_fallback, use_cuda_graph: !args.no_cuda_graph, ..LoadOptions::default() };
+    let options = LoadOptions {
+        allow_ptx_fallback: args.allow_ptx_fallback,
+        use_cuda_graph: !args.no_cuda_graph,
+        ..LoadOptions::default()
+    };
     let runtime = Runtime::new(options);
     if crate::inspect::is_plan(&args.model) {
         return runtime.load(&args.model).with_context(|| format!("loading {}", args.model.display()));

@@ -80,7 +80,9 @@ impl BuildArgs {
     pub fn config(&self) -> anyhow::Result<BuilderConfig> {
         for (set, flag) in [(self.int8, "--int8"), (self.fp8, "--fp8"), (self.best, "--best")] {
             if set {
-                bail!("{flag} is not supported yet (INT8 calibration and FP8 come with the precision work); use --fp16, --bf16 or --tf32");
+                bail!(
+                    "{flag} is not supported yet (INT8 calibration and FP8 come with the precision work); use --fp16, --bf16 or --tf32"
+                );
             }
         }
         if self.fp16 && self.bf16 {
@@ -101,9 +103,16 @@ impl BuildArgs {
         if self.min_shapes.len() > n || self.max_shapes.len() > n {
             bail!("each profile needs --opt-shapes (--min-shapes and --max-shapes default to it)");
         }
-        let list = |v: &[String], i: usize| v.get(i).map(|s| parse_shapes(s)).transpose().map(Option::unwrap_or_default);
+        let list =
+            |v: &[String], i: usize| v.get(i).map(|s| parse_shapes(s)).transpose().map(Option::unwrap_or_default);
         let profiles = (0..n)
-            .map(|i| Ok(ProfileShapes { min: list(&self.min_shapes, i)?, opt: list(&self.opt_shapes, i)?, max: list(&self.max_shapes, i)? }))
+            .map(|i| {
+                Ok(ProfileShapes {
+                    min: list(&self.min_shapes, i)?,
+                    opt: list(&self.opt_shapes, i)?,
+                    max: list(&self.max_shapes, i)?,
+                })
+            })
             .collect::<kiln_engine::Result<Vec<_>>>()?;
         Ok(BuilderConfig {
             backend,
@@ -155,7 +164,8 @@ pub fn main(args: Args) -> anyhow::Result<()> {
     print!("{}", summary(&built.meta, built.bytes.len(), took, &args.output));
     if let Some(path) = &args.json {
         let j = summary_json(&built.meta, built.bytes.len(), took, &args.output);
-        std::fs::write(path, serde_json::to_string_pretty(&j)?).with_context(|| format!("writing {}", path.display()))?;
+        std::fs::write(path, serde_json::to_string_pretty(&j)?)
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }
@@ -174,9 +184,17 @@ fn mib(bytes: usize) -> String {
 }
 
 fn summary(meta: &PlanMeta, file_bytes: usize, took: Duration, path: &Path) -> String {
-    let mut s = format!("built {} → {} ({}) in {:.1} s\n", meta.model, path.display(), mib(file_bytes), took.as_secs_f64());
+    let mut s =
+        format!("built {} → {} ({}) in {:.1} s\n", meta.model, path.display(), mib(file_bytes), took.as_secs_f64());
     let target = match &meta.gpu {
-        Some(g) => format!("cuda on {} ({}), driver {}, cuBLASLt {:?}, cuDNN {:?}", g.name, g.arch(), g.driver, g.cublaslt, g.cudnn),
+        Some(g) => format!(
+            "cuda on {} ({}), driver {}, cuBLASLt {:?}, cuDNN {:?}",
+            g.name,
+            g.arch(),
+            g.driver,
+            g.cublaslt,
+            g.cudnn
+        ),
         None => "cpu".into(),
     };
     s += &format!("  backend    {target}\n");

@@ -13,7 +13,8 @@ use serde_json::json;
 const PROFILE_RUNS: usize = 10;
 
 pub fn main(path: &Path, json_out: bool, profile: bool) -> anyhow::Result<()> {
-    let engine = Runtime::new(LoadOptions::default()).load(path).with_context(|| format!("loading {}", path.display()))?;
+    let engine =
+        Runtime::new(LoadOptions::default()).load(path).with_context(|| format!("loading {}", path.display()))?;
     for w in engine.warnings() {
         eprintln!("warning: {w}");
     }
@@ -60,7 +61,8 @@ fn layer_times(engine: &kiln_engine::Engine) -> anyhow::Result<HashMap<String, f
 }
 
 fn summary(meta: &PlanMeta, file_bytes: usize) -> String {
-    let mut s = format!("plan of {} ({:.2} MiB), Kiln {}\n", meta.model, file_bytes as f64 / 1048576.0, meta.kiln_version);
+    let mut s =
+        format!("plan of {} ({:.2} MiB), Kiln {}\n", meta.model, file_bytes as f64 / 1048576.0, meta.kiln_version);
     match &meta.gpu {
         Some(g) => {
             s += &format!(
@@ -76,7 +78,12 @@ fn summary(meta: &PlanMeta, file_bytes: usize) -> String {
         }
         None => s += "backend cpu\n",
     }
-    s += &format!("precision {}, opt level {}, algorithms timed: {}\n", meta.flags.precision.name(), meta.flags.opt_level, meta.flags.autotuned);
+    s += &format!(
+        "precision {}, opt level {}, algorithms timed: {}\n",
+        meta.flags.precision.name(),
+        meta.flags.opt_level,
+        meta.flags.autotuned
+    );
     let io = |v: &[kiln_engine::TensorDesc]| v.iter().map(|d| d.to_string()).collect::<Vec<_>>().join(", ");
     s += &format!("inputs  {}\noutputs {}\n", io(&meta.inputs), io(&meta.outputs));
     for (i, p) in meta.profiles.iter().enumerate() {

@@ -12,7 +12,7 @@ use crate::inputs::{make_inputs, parse_input_arg, parse_shape_arg};
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The ONNX model.
+    /// The ONNX model, or a plan (.kiln) from `kiln build`.
     model: PathBuf,
     /// An input from a .npy file (repeatable): NAME=FILE.npy.
     #[arg(long = "input", value_parser = parse_input_arg)]
@@ -53,9 +53,15 @@ pub struct Args {
     /// Print a JSON report instead of text.
     #[arg(long)]
     json: bool,
+    /// With a plan built for another GPU architecture: JIT its PTX instead of refusing it.
+    #[arg(long)]
+    allow_ptx_fallback: bool,
 }
 
 pub fn main(args: Args) -> anyhow::Result<()> {
+    if crate::inspect::is_plan(&args.model) {
+        return run_plan(&args);
+    }
     let (backend, why) = match (args.lower_only, args.backend) {
         (true, crate::backend::BackendArg::Cuda) => {
             (crate::backend::Backend::CudaLowering, "cuda lowering on the host (nothing runs)".to_string())
@@ -88,17 +94,7 @@ pub fn main(args: Args) -> anyhow::Result<()> {
         .with_context(|| format!("running {}", args.model.display()))?;
     let run_ms = t1.elapsed().as_secs_f64() * 1e3;
     let names: Vec<String> = graph.outputs.iter().map(|o| graph.outlet_name(*o).to_string()).collect();
-    if let Some(dir) = &args.output_dir {
-        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-        for (name, t) in names.iter().zip(&outputs) {
-            crate::npy::write(&dir.join(format!("{}.npy", file_stem(name))), t)?;
-        }
-    }
-    let accuracy = match (&args.labels, outputs.first()) {
-        (Some(p), Some(first)) => Some(accuracy(first, &crate::npy::read(p)?)?),
-        (Some(_), None) => bail!("--labels needs a model with an output to score"),
-        (None, _) => None,
-    };
+    let accuracy = save_and_score(&args, &names, &outputs)?;
     if args.json {
         let outs: Vec<_> = names.iter().zip(&outputs).map(|(n, t)| summary_json(n, t)).collect();
         let report = json!({
@@ -142,6 +138,69 @@ pub fn main(args: Args) -> anyhow::Result<()> {
             names.first().map_or("?", String::as_str),
             args.labels.as_ref().map(|p| p.display().to_string()).unwrap_or_default()
         );
+    }
+    Ok(())
+}
+
+/// `--output-dir` and `--labels`: the outputs written, the first one scored.
+fn save_and_score(args: &Args, names: &[String], outputs: &[Tensor]) -> anyhow::Result<Option<(usize, usize)>> {
+    if let Some(dir) = &args.output_dir {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+        for (name, t) in names.iter().zip(outputs) {
+            crate::npy::write(&dir.join(format!("{}.npy", file_stem(name))), t)?;
+        }
+    }
+    match (&args.labels, outputs.first()) {
+        (Some(p), Some(first)) => Ok(Some(accuracy(first, &crate::npy::read(p)?)?)),
+        (Some(_), None) => bail!("--labels needs a model with an output to score"),
+        (None, _) => Ok(None),
+    }
+}
+
+/// `kiln run MODEL.kiln`: a plan loaded and run once (trtexec's `--loadEngine`).
+fn run_plan(args: &Args) -> anyhow::Result<()> {
+    let t0 = Instant::now();
+    let options = kiln_engine::LoadOptions { allow_ptx_fallback: args.allow_ptx_fallback, ..Default::default() };
+    let engine = kiln_engine::Runtime::new(options)
+        .load(&args.model)
+        .with_context(|| format!("loading {}", args.model.display()))?;
+    let load_ms = t0.elapsed().as_secs_f64() * 1e3;
+    for w in engine.warnings() {
+        eprintln!("warning: {w}");
+    }
+    let mut notes = Vec::new();
+    let inputs = make_inputs(engine.graph(), &args.inputs, &args.shapes, args.seed, &mut notes)?;
+    let t1 = Instant::now();
+    let mut ctx = engine.create_context()?;
+    let outputs = ctx.run(&inputs).with_context(|| format!("running {}", args.model.display()))?;
+    let run_ms = t1.elapsed().as_secs_f64() * 1e3;
+    let names: Vec<String> = engine.outputs().iter().map(|d| d.name.clone()).collect();
+    let accuracy = save_and_score(args, &names, &outputs)?;
+    let backend = engine.meta().gpu.as_ref().map_or("cpu".to_string(), |g| format!("cuda ({})", g.name));
+    if args.json {
+        let outs: Vec<_> = names.iter().zip(&outputs).map(|(n, t)| summary_json(n, t)).collect();
+        let report = json!({
+            "plan": args.model.display().to_string(), "backend": backend, "load_ms": load_ms,
+            "run_ms": run_ms, "notes": notes, "outputs": outs,
+            "accuracy": accuracy.map(|(c, n)| json!({"correct": c, "total": n, "accuracy": c as f64 / n as f64})),
+        });
+        println!("{}", serde_json::to_string_pretty(&report)?);
+        return Ok(());
+    }
+    for n in &notes {
+        eprintln!("note: {n}");
+    }
+    println!(
+        "plan    {} ({:.2} MiB, loaded in {load_ms:.1} ms)",
+        args.model.display(),
+        engine.file_bytes() as f64 / 1048576.0
+    );
+    println!("backend {backend} (context made and ran in {run_ms:.1} ms)");
+    for (name, t) in names.iter().zip(&outputs) {
+        println!("output  {name}: {} {:?}  {}", t.dtype(), t.shape(), summary_text(t));
+    }
+    if let Some((c, n)) = accuracy {
+        println!("accuracy {:.2}% ({c}/{n})", 100.0 * c as f64 / n as f64);
     }
     Ok(())
 }

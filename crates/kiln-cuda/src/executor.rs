@@ -50,7 +50,7 @@ pub struct Options {
     pub timing_cache: crate::engine_stub::Cache,
     pub tactics: Option<Vec<Option<usize>>>,
 }
-pub use crate::engine_stub::{ModuleImage, WeightStore, TimingCache, PhaseTimes, Tactic};
+pub use crate::engine_stub::{ModuleImage, PhaseTimes, Tactic, TimingCache, WeightStore};
 
 impl Default for Options {
     fn default() -> Options {
@@ -60,7 +60,11 @@ impl Default for Options {
             allow_tf32: false,
             max_blas_algos: 8,
             workspace_limit: None,
-            images: None, allow_ptx_fallback: false, autotune: false, timing_cache: None, tactics: None,
+            images: None,
+            allow_ptx_fallback: false,
+            autotune: false,
+            timing_cache: None,
+            tactics: None,
         }
     }
 }

@@ -165,7 +165,12 @@ fn write_plan(meta: &PlanMeta, graphs: &[(GraphRole, Graph)], modules: &[ModuleI
     let graph_bytes = codec::encode_graphs(&refs, &mut weights)?;
     let stored: Vec<StoredModule> = modules
         .iter()
-        .map(|m| StoredModule { name: m.name.clone(), arch: m.arch.clone(), cubin: m.cubin.clone(), ptx: m.ptx.clone() })
+        .map(|m| StoredModule {
+            name: m.name.clone(),
+            arch: m.arch.clone(),
+            cubin: m.cubin.clone(),
+            ptx: m.ptx.clone(),
+        })
         .collect();
     let meta_bytes = serde_json::to_vec(meta).map_err(|e| EngineError::Build(format!("encoding the metadata: {e}")))?;
     Ok(format::write(&[
@@ -353,7 +358,10 @@ impl CudaBuild {
             tactic_choices: tactics.iter().map(|t| t.choice).collect(),
         };
         drop(ex);
-        for shapes in [profile.inputs.iter().map(|r| r.min.clone()).collect::<Vec<_>>(), profile.inputs.iter().map(|r| r.max.clone()).collect()] {
+        for shapes in [
+            profile.inputs.iter().map(|r| r.min.clone()).collect::<Vec<_>>(),
+            profile.inputs.iter().map(|r| r.max.clone()).collect(),
+        ] {
             if shapes != profile.opt_shapes() {
                 let g = self.bind(source, &shapes)?;
                 let options = kiln_cuda::Options { autotune: false, ..self.options.clone() };

@@ -54,7 +54,8 @@ impl WeightsWriter {
     /// The blob's offset (an existing one when the same bytes were added before).
     fn add(&mut self, data: &[u8]) -> usize {
         let key = (crc32fast::hash(data), data.len());
-        if let Some(found) = self.index.get(&key).and_then(|c| c.iter().find(|&&o| &self.bytes[o..o + data.len()] == data))
+        if let Some(found) =
+            self.index.get(&key).and_then(|c| c.iter().find(|&&o| &self.bytes[o..o + data.len()] == data))
         {
             return *found;
         }

@@ -108,9 +108,10 @@ impl ExecutionContext {
     pub fn run_named(&mut self, inputs: &[(&str, Tensor)]) -> Result<Vec<(String, Tensor)>> {
         let mut ordered = Vec::with_capacity(self.inputs().len());
         for d in self.inputs() {
-            let t = inputs.iter().find(|(n, _)| *n == d.name).ok_or_else(|| {
-                EngineError::Binding(format!("input '{}' ({d}) is not given", d.name))
-            })?;
+            let t = inputs
+                .iter()
+                .find(|(n, _)| *n == d.name)
+                .ok_or_else(|| EngineError::Binding(format!("input '{}' ({d}) is not given", d.name)))?;
             ordered.push(t.1.clone());
         }
         if let Some((extra, _)) = inputs.iter().find(|(n, _)| self.inputs().iter().all(|d| d.name != *n)) {

@@ -185,7 +185,10 @@ mod tests {
 
     #[test]
     fn round_trip_and_alignment() {
-        let file = write(&[Section { tag: "META".into(), bytes: b"{}".to_vec() }, Section { tag: "W".into(), bytes: vec![7; 300] }]);
+        let file = write(&[
+            Section { tag: "META".into(), bytes: b"{}".to_vec() },
+            Section { tag: "W".into(), bytes: vec![7; 300] },
+        ]);
         let c = Container::parse(Bytes::from(file), "t").unwrap();
         assert_eq!(&c.section("META").unwrap()[..], b"{}");
         let w = c.section("W").unwrap();

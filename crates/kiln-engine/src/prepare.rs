@@ -25,7 +25,11 @@ fn cpu_eval(op: &kiln_ir::Op, inputs: &[Option<Tensor>], n: usize) -> std::resul
 
 /// `graph` optimised at `level` (0: only dead nodes dropped), with the CPU backend
 /// folding constants.
-pub fn optimize(graph: &Graph, level: u8, layout: Layout) -> std::result::Result<(Graph, kiln_opt::Report), kiln_opt::OptError> {
+pub fn optimize(
+    graph: &Graph,
+    level: u8,
+    layout: Layout,
+) -> std::result::Result<(Graph, kiln_opt::Report), kiln_opt::OptError> {
     let eval = cpu_eval;
     let layout = match layout {
         Layout::Nchw => kiln_opt::Layout::Nchw,

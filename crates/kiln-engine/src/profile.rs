@@ -49,7 +49,14 @@ impl std::fmt::Display for ShapeRange {
         if self.is_fixed() {
             write!(f, "{}:{}", self.input, dims_str(&self.opt))
         } else {
-            write!(f, "{}: min {} opt {} max {}", self.input, dims_str(&self.min), dims_str(&self.opt), dims_str(&self.max))
+            write!(
+                f,
+                "{}: min {} opt {} max {}",
+                self.input,
+                dims_str(&self.min),
+                dims_str(&self.opt),
+                dims_str(&self.max)
+            )
         }
     }
 }
@@ -88,9 +95,7 @@ pub fn parse_shapes(spec: &str) -> Result<Vec<(String, Vec<usize>)>> {
     spec.split(',')
         .filter(|s| !s.trim().is_empty())
         .map(|item| {
-            let bad = || {
-                EngineError::Binding(format!("shape '{item}': expected NAME:DxDxD (e.g. input:1x3x224x224)"))
-            };
+            let bad = || EngineError::Binding(format!("shape '{item}': expected NAME:DxDxD (e.g. input:1x3x224x224)"));
             let (name, dims) = item.trim().rsplit_once(':').ok_or_else(bad)?;
             let dims = if dims.is_empty() {
                 vec![]

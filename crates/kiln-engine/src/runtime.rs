@@ -103,7 +103,9 @@ impl Runtime {
             match role {
                 GraphRole::Source => source = Some(g),
                 GraphRole::Built(i) if i == built.len() => built.push(g),
-                GraphRole::Built(i) => return Err(EngineError::Corrupt(format!("{what}: profile graph {i} out of order"))),
+                GraphRole::Built(i) => {
+                    return Err(EngineError::Corrupt(format!("{what}: profile graph {i} out of order")));
+                }
             }
         }
         check_graphs(&meta, &source, &built, what)?;
@@ -131,9 +133,20 @@ impl Runtime {
         let fallback = self.options.allow_ptx_fallback;
         let mut differences = Vec::new();
         if device.compute_capability != target.compute_capability {
-            differences.push(format!("built for {} ({}), this GPU is {} ({})", target.name, target.arch(), device.name, device.arch()));
+            differences.push(format!(
+                "built for {} ({}), this GPU is {} ({})",
+                target.name,
+                target.arch(),
+                device.name,
+                device.arch()
+            ));
         } else if device.name != target.name {
-            warnings.push(format!("plan tuned on {}, running on {} (same architecture {})", target.name, device.name, device.arch()));
+            warnings.push(format!(
+                "plan tuned on {}, running on {} (same architecture {})",
+                target.name,
+                device.name,
+                device.arch()
+            ));
         }
         let libs = (v.cublaslt, v.cudnn) != (target.cublaslt, target.cudnn);
         if libs {
@@ -217,6 +230,16 @@ impl Engine {
 
     pub fn outputs(&self) -> &[TensorDesc] {
         &self.inner.meta.outputs
+    }
+
+    /// The graph contexts run (profile 0's built graph on CUDA, else the dynamic one):
+    /// its inputs' names, dtypes and dims are the plan's.
+    pub fn graph(&self) -> &Graph {
+        match (&self.inner.source, self.inner.built.first()) {
+            (_, Some(built)) => built,
+            (Some(source), None) => source,
+            (None, None) => unreachable!("a loaded plan has a graph (checked at load)"),
+        }
     }
 
     pub fn num_profiles(&self) -> usize {

@@ -93,7 +93,8 @@ fn binding_errors_name_the_thing() {
 
 #[test]
 fn build_flags_are_checked() {
-    let bad = |c: BuilderConfig| Builder::new(c).build_onnx(&digits_model()).err().map(|e| e.to_string()).unwrap_or_default();
+    let bad =
+        |c: BuilderConfig| Builder::new(c).build_onnx(&digits_model()).err().map(|e| e.to_string()).unwrap_or_default();
     let mut fp16 = cpu_config();
     fp16.precision.fp16 = true;
     assert!(bad(fp16).contains("CPU backend"));
@@ -186,7 +187,8 @@ fn rewrite_section(c: &Container, tag: &str, bytes: Vec<u8>) -> Vec<u8> {
 }
 
 fn tempdir() -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("kiln-engine-test-{}-{:?}", std::process::id(), std::thread::current().id()));
+    let dir =
+        std::env::temp_dir().join(format!("kiln-engine-test-{}-{:?}", std::process::id(), std::thread::current().id()));
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
