@@ -300,7 +300,8 @@ def markdown(d):
         lines.append(f"- {m}: {fl / 1e9:.2f} GFLOP{extra}" if fl else f"- {m}: unknown{extra}")
     lines += ["", "## PyTorch, every mode", "", "| model | batch | mode | median ms | p99 ms | items/s | compile s | note |",
               "|---|---:|---|---:|---:|---:|---:|---|"]
-    for t in d["torch"]:
+    order = {m: i for i, m in enumerate(MODELS)}
+    for t in sorted(d["torch"], key=lambda t: (order.get(t["model"], 99), t["batch"], t["mode"])):
         if t.get("ok"):
             lines.append(f"| {t['model']} | {t['batch']} | {t['mode']} | {t['median_ms']:.3f} | {t['p99_ms']:.3f} | "
                          f"{t['items_per_s']:,.0f} | {fmt(t.get('compile_s'), '.0f')} | |")

@@ -150,7 +150,10 @@ def main():
         print("\nselftest: ok")
         return 0
     finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+        if not os.environ.get("SELFTEST_KEEP"):
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print("kept", tmp)
 
 
 if __name__ == "__main__":
