@@ -673,7 +673,10 @@ def kiln_command(spec, workdir):
         with tarfile.open(spec) as tf:
             member = next(m for m in tf.getmembers() if os.path.basename(m.name) == "kiln" and m.isfile())
             member.name = "kiln"
-            tf.extract(member, dest)
+            try:
+                tf.extract(member, dest, filter="data")
+            except TypeError:  # Python without extraction filters
+                tf.extract(member, dest)
         path = os.path.join(dest, "kiln")
         os.chmod(path, 0o755)
         return [path]
@@ -838,7 +841,8 @@ def main(argv=None):
     # 2. Per model: PyTorch module, FLOPs, ONNX; Kiln cases; PyTorch eager modes.
     compile_queue = []
     masters = {}
-    for model in args.models:
+
+    def bench_model(model):
         s = time.time()
         info = res.data["models"].setdefault(model, {})
         master = None
@@ -907,6 +911,14 @@ def main(argv=None):
                     tt.run_mode(master, model, mode, batch, res)
                     res.save()
         masters[model] = master
+
+    for model in args.models:
+        try:
+            bench_model(model)
+        except Exception as e:  # noqa: BLE001 (one model's surprise must not end the suite)
+            res.note(f"{model}: stopped by an unexpected error: {short(e)}")
+            traceback.print_exc(file=sys.stdout)
+            res.save()
 
     # 3. torch.compile last, as far as the budget goes (tens of seconds each).
     # Batch 1 first: there eager PyTorch is bound by launches and CUDA graphs matter most.
