@@ -147,6 +147,23 @@ def main():
         assert any("skipped for the 40 s time budget" in n for n in d["notes"])
         assert len(d["rows"]) == 4 and all(r.get("kiln_items_s") or r.get("kiln_error") for r in d["rows"])
         assert "--duration 3" in " ".join(d["commands"])
+        # 3. No ultralytics (its PyTorch cells n/a, no FLOPs), and a kiln that does not start.
+        def master(model, args, res):
+            if model == "yolov8n":
+                raise FileNotFoundError("no wheels in X")
+            return FakeModule()
+        run.make_master = master
+        assert run.main(common + ["--models", "yolov8n", "--batches", "1", "--tag", "noyolo"]) == 0
+        with open(base + "-noyolo.json") as f:
+            d = json.load(f)
+        assert all(t["error"].startswith("n/a: FileNotFoundError: no wheels") for t in d["torch"]), d["torch"]
+        assert all(r.get("kiln_items_s") and "pct_ceiling" not in r for r in d["rows"]), d["rows"]
+        bad = common[:]
+        bad[1] = os.path.join(tmp, "no-such-kiln")
+        assert run.main(bad + ["--models", "resnet50", "--batches", "1", "--tag", "nokiln"]) == 0
+        with open(base + "-nokiln.json") as f:
+            d = json.load(f)
+        assert all("could not start" in r["kiln_error"] and r.get("torch_ms") for r in d["rows"]), d["rows"]
         print("\nselftest: ok")
         return 0
     finally:
