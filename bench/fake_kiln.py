@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """A stand-in for `kiln build` / `kiln bench` that tests bench/run.py without a GPU.
 
-    fake_kiln.py build MODEL.onnx -o PLAN --backend cuda [--fp16] --shapes NAME:DxD... [--shapes ...]
+    fake_kiln.py build MODEL.onnx -o PLAN --backend cuda [--fp16] --shapes NAME:DxD...[,NAME:DxD...]
     fake_kiln.py bench PLAN --json FILE --warmup N --duration S
 
 `build` checks that MODEL exists and, when onnx imports, that the --shapes names are
@@ -32,7 +32,7 @@ def main():
     b.add_argument("-o", required=True)
     b.add_argument("--backend", required=True)
     b.add_argument("--fp16", action="store_true")
-    b.add_argument("--shapes", action="append", default=[])
+    b.add_argument("--shapes", default="", help="NAME:DxD[,NAME:DxD...] (one flag, as kiln's clap Option<String>)")
     r = sub.add_parser("bench")
     r.add_argument("plan")
     r.add_argument("--json", required=True)
@@ -47,8 +47,11 @@ def main():
         if not os.path.exists(a.model):
             print(f"error: no such model {a.model}", file=sys.stderr)
             return 1
+        if sys.argv.count("--shapes") > 1:
+            print("error: the argument '--shapes <SHAPES>' cannot be used multiple times", file=sys.stderr)
+            return 2
         shapes = {}
-        for s in a.shapes:
+        for s in filter(None, a.shapes.split(",")):
             name, dims = s.rsplit(":", 1)
             shapes[name] = [int(d) for d in dims.split("x")]
         try:
@@ -70,7 +73,7 @@ def main():
         plan = json.load(f)
     batch = plan["batch"]
     gpu = 0.2 + 0.02 * batch * (0.5 if plan["fp16"] else 1.0)
-    out = {"batch": batch, "throughput_qps": 1000.0 / gpu, "latency_ms": stats(gpu + 0.05 * batch + 0.1),
+    out = {"backend": "cuda", "warnings": [], "batch": batch, "throughput_qps": 1000.0 / gpu, "latency_ms": stats(gpu + 0.05 * batch + 0.1),
            "gpu_compute_ms": stats(gpu), "h2d_ms": stats(0.03 * batch), "d2h_ms": stats(0.01),
            "enqueue_ms": stats(0.05)}
     print(f"bench {a.plan}: {out['throughput_qps']:.1f} qps")

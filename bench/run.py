@@ -651,7 +651,8 @@ def onnx_inputs(path):
 
 
 def kiln_shapes(model, inputs, batch):
-    """`--shapes` values: the model's per-item dims after the batch dim, its other static dims."""
+    """`--shapes` entries, one per input (NAME:DxD...): the batch, then the model's per-item
+    dims (or, for an unexpected rank, the ONNX model's own static dims)."""
     item = MODELS[model]["dims"]
     shapes = []
     for name, _, dims in inputs:
@@ -735,8 +736,7 @@ def kiln_case(args, res, kiln, model, onnx_path, shapes, prec, batch, deadline):
         if os.path.exists(f):
             os.remove(f)
     build = kiln + ["build", onnx_path, "-o", plan, "--backend", "cuda"] + (["--fp16"] if prec == "fp16" else [])
-    for s in shapes:
-        build += ["--shapes", s]
+    build += ["--shapes", ",".join(shapes)]  # NAME:DxD[,NAME:DxD...]: one flag, trtexec's syntax
     bench = kiln + ["bench", plan, "--json", jpath, "--warmup", str(args.kiln_warmup), "--duration", str(args.kiln_duration)]
     res.data["commands"] += [" ".join(shlex.quote(c) for c in build), " ".join(shlex.quote(c) for c in bench)]
     left = deadline - time.time()
@@ -764,6 +764,10 @@ def kiln_case(args, res, kiln, model, onnx_path, shapes, prec, batch, deadline):
         log(f"kiln {tag}: bench FAILED: {entry['error']}")
         return entry
     entry["raw"] = j
+    if j.get("backend") is not None and "cuda" not in str(j["backend"]).lower():
+        res.note(f"kiln {tag}: bench ran on backend {j['backend']!r}, not CUDA")
+    for w in j.get("warnings") or []:
+        res.note(f"kiln {tag}: {w}")
     try:
         qps = float(j["throughput_qps"])
         entry["throughput_qps"] = qps
