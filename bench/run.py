@@ -928,9 +928,12 @@ def main(argv=None):
     # Batch 1 first: there eager PyTorch is bound by launches and CUDA graphs matter most.
     order = {m: i for i, m in enumerate(MODELS)}
     compile_queue.sort(key=lambda c: (c[2], order[c[0]]))
-    seen = []
+    seen = {}  # model -> wall seconds of its last compile case
     for model, mode, batch in compile_queue:
-        est = max(seen) * 1.2 if seen else COMPILE_ESTIMATE_S
+        if masters.get(model) is None:
+            continue
+        # This model's own compile time when known (batch 64 after batch 1), else the slowest yet.
+        est = 1.2 * seen[model] if model in seen else (1.2 * max(seen.values()) if seen else COMPILE_ESTIMATE_S)
         left = deadline - time.time()
         if left < est + 10:
             res.data["torch"].append({"model": model, "batch": batch, "precision": "fp16", "mode": mode, "ok": False,
@@ -939,7 +942,7 @@ def main(argv=None):
             res.save()
             continue
         e = tt.run_mode(masters[model], model, mode, batch, res)
-        seen.append(e.get("wall_s") or COMPILE_ESTIMATE_S)
+        seen[model] = e.get("wall_s") or COMPILE_ESTIMATE_S
         res.save()
     skipped = [f"{t['model']} b{t['batch']} {t['mode']}" for t in res.data["torch"] if "time budget" in str(t.get("error", ""))]
     skipped += [f"kiln {k['model']} {k['precision']} b{k['batch']}" for k in res.data["kiln"] if "time budget" in str(k.get("error", ""))]
