@@ -5,7 +5,7 @@
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
-use kiln_cuda::executor::{ModuleImage, TimingCache};
+use kiln_cuda::{ModuleImage, TimingCache};
 use kiln_ir::{Dim, Graph, Tensor};
 
 use crate::codec::{self, GraphRole, StoredModule, WeightsWriter};

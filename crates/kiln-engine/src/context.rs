@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use kiln_cuda::executor::{Executor, PhaseTimes};
+use kiln_cuda::{Executor, PhaseTimes};
 use kiln_ir::{DType, Tensor};
 
 use crate::builder::placeholder_inputs;

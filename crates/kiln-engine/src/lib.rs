@@ -17,7 +17,7 @@ pub mod runtime;
 pub use builder::{Builder, BuilderConfig, BuiltPlan, ProfileShapes};
 pub use context::{ExecutionContext, LayerTime};
 pub use error::{EngineError, Result};
-pub use kiln_cuda::executor::PhaseTimes;
+pub use kiln_cuda::PhaseTimes;
 pub use meta::{BackendKind, PlanMeta, PrecisionFlags, TensorDesc};
 pub use profile::{Profile, ShapeRange, parse_shapes};
 pub use runtime::{Engine, LoadOptions, Runtime};

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use kiln_cuda::executor::{ModuleImage, WeightStore};
+use kiln_cuda::{ModuleImage, WeightStore};
 use kiln_ir::Graph;
 
 use crate::codec::{self, GraphRole};
