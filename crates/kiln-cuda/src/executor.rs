@@ -44,13 +44,7 @@ pub struct Options {
     pub max_blas_algos: usize,
     /// The most workspace cuBLASLt may use; `None` is its recommendation for the GPU.
     pub workspace_limit: Option<usize>,
-    pub images: Option<Arc<Vec<ModuleImage>>>,
-    pub allow_ptx_fallback: bool,
-    pub autotune: bool,
-    pub timing_cache: crate::engine_stub::Cache,
-    pub tactics: Option<Vec<Option<usize>>>,
 }
-pub use crate::engine_stub::{ModuleImage, PhaseTimes, Tactic, TimingCache, WeightStore};
 
 impl Default for Options {
     fn default() -> Options {
@@ -60,11 +54,6 @@ impl Default for Options {
             allow_tf32: false,
             max_blas_algos: 8,
             workspace_limit: None,
-            images: None,
-            allow_ptx_fallback: false,
-            autotune: false,
-            timing_cache: None,
-            tactics: None,
         }
     }
 }
