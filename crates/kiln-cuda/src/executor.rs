@@ -29,7 +29,7 @@ use crate::launch::{Buf, Kernels, Launcher, ModuleImage};
 use crate::lower;
 use crate::memory::{BufferKind, DeviceBuffer, DeviceMemory};
 use crate::plan::{ExecutionPlan, Slot, SlotId, Step};
-use crate::tactics::{Tactic, TimingCache, check_tactic_count};
+use crate::tactics::{Tactic, TimingCache, check_tactic_count, forced_choice};
 use crate::tune::{ConvOperands, Tuner, conv_algo_name};
 use crate::weights::WeightStore;
 use crate::{CudaError, Device, Result};
@@ -701,7 +701,7 @@ impl Executor {
         let temp_bytes = temps.iter().map(|t| t.view.offset + t.bytes).max().unwrap_or(0);
         plan.slots.extend(temps);
         let launch_count = lowered.iter().map(|(_, ks)| ks.len()).sum();
-        check_tactic_count(options.tactics.as_deref(), launch_count)?;
+        check_forced_kernels(&plan, &lowered, &options)?;
         let ctx = dev.ctx.clone();
         // The legacy default stream cannot be captured: the executor has its own.
         let stream = ctx.new_stream().map_err(|e| CudaError::driver("creating a stream", e))?;
@@ -924,6 +924,21 @@ pub(crate) fn host_tensor(slot: &Slot, host: AlignedBytes) -> Result<Tensor> {
         .map_err(|e| CudaError::Graph(e.to_string()))
 }
 
+/// Checks `Options::tactics` against the launches: one entry per launch, and no choice
+/// forced on a launch without candidates (one of Kiln's kernels). The products' and
+/// convolutions' choices are checked against their candidates when planned.
+fn check_forced_kernels(plan: &ExecutionPlan, lowered: &Lowering, options: &Options) -> Result<()> {
+    let Some(tactics) = options.tactics.as_deref() else { return Ok(()) };
+    let kernels = lowered.iter().flat_map(|(i, ks)| ks.iter().map(move |k| (*i, k)));
+    check_tactic_count(Some(tactics), kernels.clone().count())?;
+    for (li, (i, k)) in kernels.enumerate() {
+        if !matches!(k, Kernel::Matmul { .. } | Kernel::Conv { .. }) {
+            forced_choice(Some(tactics), li, &plan.steps[i].node, 0)?;
+        }
+    }
+    Ok(())
+}
+
 /// The executor's buffers, its constants placed through `store`.
 fn place_memory(
     ctx: &Arc<CudaContext>,
@@ -1005,7 +1020,6 @@ fn plan_convs(
     let Some(dnn) = (if needs_dnn { Some(crate::dnn::Dnn::new(&tuner.ctx())?) } else { None }) else {
         return Ok((None, lowered.iter().flat_map(|(_, ks)| ks).map(|_| None).collect(), 0));
     };
-    let place = |s: SlotId| memory.ptr(plan.slot(s).view).map(|a| (a, plan.slot(s).bytes));
     let (mut convs, mut conv_ws) = (Vec::new(), 0usize);
     for (li, (i, k)) in lowered.iter().flat_map(|(i, ks)| ks.iter().map(move |k| (i, k))).enumerate() {
         let Kernel::Conv { dtype, geom, x, w, bias, y, ws_offset } = k else {
@@ -1015,13 +1029,31 @@ fn plan_convs(
         let step = &plan.steps[*i];
         let opts = crate::dnn::ConvOptions { allow_tf32: tuner.allow_tf32(), ..Default::default() };
         let mut p = dnn.plan_conv(geom, *dtype, opts).map_err(node_error(step))?;
-        let ops = ConvOperands { x: place(*x)?, w: place(*w)?, bias: bias.map(place).transpose()?, y: place(*y)? };
-        let (choice, time) = tuner.conv(&dnn, &mut p, &ops, li, &step.node).map_err(node_error(step))?;
+        let ops = if tuner.autotunes() { conv_operands(plan, memory, *x, *w, *bias, *y)? } else { None };
+        let (choice, time) = tuner.conv(&dnn, &mut p, ops.as_ref(), li, &step.node).map_err(node_error(step))?;
         tuned[li] = (Some(choice), time);
         conv_ws = conv_ws.max(ws_offset + p.workspace_bytes());
         convs.push(Some(Arc::new(p)));
     }
     Ok((Some(dnn), convs, conv_ws))
+}
+
+/// A convolution's operands for timing it, `None` when one is a temporary in the
+/// workspace (a pre-padded input), which is not allocated while algorithms are chosen.
+fn conv_operands(
+    plan: &ExecutionPlan,
+    memory: &DeviceMemory,
+    x: SlotId,
+    w: SlotId,
+    bias: Option<SlotId>,
+    y: SlotId,
+) -> Result<Option<ConvOperands>> {
+    let ids = [Some(x), Some(w), bias, Some(y)];
+    if ids.iter().flatten().any(|&s| plan.slot(s).view.buffer == BufferKind::Workspace) {
+        return Ok(None);
+    }
+    let place = |s: SlotId| memory.ptr(plan.slot(s).view).map(|a| (a, plan.slot(s).bytes));
+    Ok(Some(ConvOperands { x: place(x)?, w: place(w)?, bias: bias.map(place).transpose()?, y: place(y)? }))
 }
 
 /// The kernel modules the launches use, compiled (or taken from `Options::images`) and
@@ -1241,7 +1273,8 @@ fn kernel_source(k: &Kernel) -> Option<Option<crate::kernels::Source>> {
         Kernel::Trilu { .. } | Kernel::ReverseSequence { .. } | Kernel::Cumulate { .. } | Kernel::Hardmax { .. } => {
             MISC
         }
-        Kernel::Matmul { .. } => return Some(None),
+        // Libraries' launches: no module of Kiln's.
+        Kernel::Matmul { .. } | Kernel::Conv { .. } => return Some(None),
         #[allow(unreachable_patterns)]
         _ => return None,
     }))

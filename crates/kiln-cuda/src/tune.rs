@@ -64,6 +64,11 @@ impl<'a> Tuner<'a> {
         Ok(Tuner { ctx: &dev.ctx, stream, options, limit, prefix, ws: None })
     }
 
+    /// Whether candidates are timed (`Options::autotune`).
+    pub fn autotunes(&self) -> bool {
+        self.options.autotune
+    }
+
     pub fn ctx(&self) -> Arc<CudaContext> {
         self.ctx.clone()
     }
@@ -115,7 +120,7 @@ impl<'a> Tuner<'a> {
         &mut self,
         dnn: &Dnn,
         p: &mut ConvPlan,
-        ops: &ConvOperands,
+        ops: Option<&ConvOperands>,
         launch: usize,
         node: &str,
     ) -> Result<Choice> {
@@ -125,9 +130,8 @@ impl<'a> Tuner<'a> {
             return Ok((i, None));
         }
         let fitting = p.choose_fitting(self.limit)?;
-        if !self.options.autotune {
-            return Ok((fitting, None));
-        }
+        // Without operands to run on (see `conv_operands`), the heuristic's choice.
+        let Some(ops) = ops.filter(|_| self.options.autotune) else { return Ok((fitting, None)) };
         let key = format!(
             "{}|conv|{:?}|{}|tf32 {}|ws {}",
             self.prefix,
