@@ -1398,3 +1398,19 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
         Kernel::Conv { .. } => Err(CudaError::Graph("a convolution outside cuDNN".into())),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tactic_names_of_kiln_kernels_say_what_and_where() {
+        assert_eq!(variant_path("Nn(Pool { dtype: F32 })"), "Nn Pool");
+        assert_eq!(variant_path("Unary { code: Relu }"), "Unary");
+        assert_eq!(variant_path("Call(Call { module: \"index\" })"), "Call");
+        let k = Kernel::Unary { code: UnaryCode::Relu, p: [0.0; 2], dtype: DType::F32, x: 0, y: 1, n: 4 };
+        assert_eq!(tactic_name(&k, None, None), "kiln Unary / elementwise.cu");
+        let fill = Kernel::Fill { dtype: DType::F32, y: 0, value: 0.0 };
+        assert_eq!(tactic_name(&fill, None, None), "kiln Fill / movement.cu");
+    }
+}

@@ -112,26 +112,50 @@ impl Executor {
     /// Enqueues the copies of `inputs` (checked as `run` checks them) into their slots,
     /// through the pinned staging buffer; does not wait for them.
     pub fn upload_inputs(&mut self, inputs: &[Tensor]) -> Result<()> {
+        self.stage_inputs(inputs)?;
+        self.enqueue_uploads()
+    }
+
+    /// Checks `inputs` and copies them into the pinned input staging (on the host, after
+    /// waiting for the previous upload out of it).
+    fn stage_inputs(&mut self, inputs: &[Tensor]) -> Result<()> {
         self.check_inputs(inputs)?;
         self.bind()?;
         if let Some(e) = &self.io.uploaded {
             // The previous upload may still be reading the staging buffer.
             e.synchronize().map_err(|e| CudaError::driver("waiting for the previous upload", e))?;
         }
-        let dsts = self.slot_addrs(&self.plan.inputs)?;
-        let staging = staging(&mut self.io.inputs, &self.ctx, &dsts, "the input staging")?;
-        for ((t, &off), (dst, _)) in inputs.iter().zip(&staging.offsets).zip(&dsts) {
+        let sizes = self.slot_addrs(&self.plan.inputs)?;
+        let staging = staging(&mut self.io.inputs, &self.ctx, &sizes, "the input staging")?;
+        for ((t, &off), (&id, &(_, len))) in
+            inputs.iter().zip(&staging.offsets).zip(self.plan.inputs.iter().zip(&sizes))
+        {
             let bytes: &[u8] = t.bytes();
-            staging.buf.as_mut_slice()[off..off + bytes.len()].copy_from_slice(bytes);
-            if bytes.is_empty() {
+            let dst = staging.buf.as_mut_slice().get_mut(off..off + len).filter(|_| bytes.len() == len);
+            let dst = dst.ok_or_else(|| CudaError::Input {
+                name: self.plan.slot(id).name.clone(),
+                msg: format!("{} bytes given, its slot holds {len}", bytes.len()),
+            })?;
+            dst.copy_from_slice(bytes);
+        }
+        self.io.staged = false;
+        Ok(())
+    }
+
+    /// Enqueues the copies from the input staging into the input slots.
+    fn enqueue_uploads(&mut self) -> Result<()> {
+        let dsts = self.slot_addrs(&self.plan.inputs)?;
+        let staging = self.io.inputs.as_ref().ok_or_else(|| CudaError::Graph("no inputs staged".into()))?;
+        for (&(dst, len), &off) in dsts.iter().zip(&staging.offsets) {
+            if len == 0 {
                 continue;
             }
-            let src = &staging.buf.as_slice()[off..off + bytes.len()];
-            // SAFETY: `dst` is the input's slot, `bytes.len()` long (checked against its
-            // dtype and shape); `src` is pinned memory owned by the executor, not
-            // rewritten before `uploaded` completes and not freed before the stream
-            // is synchronised (Drop).
-            unsafe { result::memcpy_htod_async(*dst, src, self.stream.cu_stream()) }
+            let src = &staging.buf.as_slice()[off..off + len];
+            // SAFETY: `dst` is the input's slot, `len` bytes long; `src` is pinned memory
+            // owned by the executor, not rewritten before `uploaded` completes
+            // (`stage_inputs` waits for it) and not freed before the stream is
+            // synchronised (Drop).
+            unsafe { result::memcpy_htod_async(dst, src, self.stream.cu_stream()) }
                 .map_err(|e| CudaError::driver("copying an input to the GPU", e))?;
         }
         let done = match self.io.uploaded.take() {
@@ -140,7 +164,6 @@ impl Executor {
         };
         done.record(&self.stream).map_err(|e| CudaError::driver("recording an event", e))?;
         self.io.uploaded = Some(done);
-        self.io.staged = false;
         Ok(())
     }
 
@@ -215,9 +238,14 @@ impl Executor {
             let e = self.event(CUevent_flags::CU_EVENT_DEFAULT)?;
             self.io.marks.push(e);
         }
-        self.mark(0)?;
+        // The host's copy into the staging buffer comes before the first mark, so that
+        // the upload's time is the GPU's copy only.
         if let Some(inputs) = inputs {
-            self.upload_inputs(inputs)?;
+            self.stage_inputs(inputs)?;
+        }
+        self.mark(0)?;
+        if inputs.is_some() {
+            self.enqueue_uploads()?;
         }
         self.mark(1)?;
         self.enqueue()?;

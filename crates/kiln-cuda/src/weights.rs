@@ -109,8 +109,13 @@ impl WeightStore {
     ) -> Result<PlacedWeights> {
         let mut inner = self.lock();
         match &inner.ctx {
-            Some(c) if !Arc::ptr_eq(c, ctx) => {
-                return Err(CudaError::Graph("a weight store is for one CUDA context; this executor's differs".into()));
+            // The same driver context (devices opened twice share the primary context).
+            Some(c) if c.cu_ctx() != ctx.cu_ctx() => {
+                return Err(CudaError::Graph(format!(
+                    "a weight store is for one GPU context (GPU {}); this executor is on GPU {}",
+                    c.ordinal(),
+                    ctx.ordinal()
+                )));
             }
             Some(_) => {}
             None => inner.ctx = Some(ctx.clone()),
