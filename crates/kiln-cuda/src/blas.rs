@@ -284,16 +284,8 @@ impl MatmulPlan {
     }
 
     fn heuristics(&self, workspace_limit: usize, max_algos: usize) -> Result<Vec<Algo>> {
-        let s = &self.shape;
         let pref = result::create_matmul_pref().map_err(blas_err("creating a preference"))?;
-        let size = s.dtype.size();
-        let batched = |stride: usize| (s.batch > 1).then_some(stride * size);
-        let aligns = [
-            alignment(self.ops.b, batched(s.stride_b)),
-            alignment(self.ops.a, batched(s.stride_a)),
-            alignment(self.ops.c.unwrap_or(self.ops.d), batched(s.stride_c)),
-            alignment(self.ops.d, batched(s.stride_c)),
-        ];
+        let aligns = self.alignments();
         use sys::cublasLtMatmulPreferenceAttributes_t as P;
         let found = (|| {
             let limit = workspace_limit as u64;
@@ -340,6 +332,20 @@ impl MatmulPlan {
         // SAFETY: created above, destroyed once.
         let _ = unsafe { result::destroy_matmul_pref(pref) };
         found
+    }
+
+    /// The operands' alignments in bytes as cuBLASLt's A, B, C, D (our B, A, C, D): the
+    /// heuristic's algorithm list depends on them, so a timing cache key names them.
+    pub fn alignments(&self) -> [u32; 4] {
+        let s = &self.shape;
+        let size = s.dtype.size();
+        let batched = |stride: usize| (s.batch > 1).then_some(stride * size);
+        [
+            alignment(self.ops.b, batched(s.stride_b)),
+            alignment(self.ops.a, batched(s.stride_a)),
+            alignment(self.ops.c.unwrap_or(self.ops.d), batched(s.stride_c)),
+            alignment(self.ops.d, batched(s.stride_c)),
+        ]
     }
 
     pub fn shape(&self) -> &MatmulShape {

@@ -55,6 +55,13 @@ pub enum CudaError {
     /// An input given to `run` does not match the graph.
     #[error("input '{name}': {msg}")]
     Input { name: String, msg: String },
+    /// What a plan file holds does not fit this GPU or this graph (kernel modules built
+    /// for another architecture, tactics for other launches).
+    #[error("plan mismatch: {0}")]
+    PlanMismatch(String),
+    /// An output asked for by index or copied somewhere it does not fit.
+    #[error("output '{name}': {msg}")]
+    Output { name: String, msg: String },
 }
 
 fn searched_list(paths: &[PathBuf]) -> String {

@@ -9,7 +9,7 @@
 //! `run` copies the inputs into their arena slots, replays the graph (or enqueues the
 //! launches one by one, checking each in debug builds) and copies the outputs back.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaContext, CudaStream};
 use kiln_ir::ops::elementwise::{BinaryOp, UnaryOp};
@@ -25,10 +25,13 @@ use crate::blas::{Blas, BlasType, MatmulPlan, MatmulShape, Operands};
 use crate::graph_capture::{CapturedGraph, Launch, LaunchFn};
 use crate::kernels::{BinaryCode, CompareCode, Strides, UnaryCode};
 use crate::launch::movement::Layout;
-use crate::launch::{Buf, Kernels, Launcher};
+use crate::launch::{Buf, Kernels, Launcher, ModuleImage};
 use crate::lower;
 use crate::memory::{BufferKind, DeviceBuffer, DeviceMemory};
 use crate::plan::{ExecutionPlan, Slot, SlotId, Step};
+use crate::tactics::{Tactic, TimingCache, check_tactic_count, forced_choice};
+use crate::tune::{ConvOperands, Tuner, conv_algo_name};
+use crate::weights::WeightStore;
 use crate::{CudaError, Device, Result};
 
 #[derive(Clone, Debug)]
@@ -44,6 +47,20 @@ pub struct Options {
     pub max_blas_algos: usize,
     /// The most workspace cuBLASLt may use; `None` is its recommendation for the GPU.
     pub workspace_limit: Option<usize>,
+    /// Kernel modules from a plan file: loaded instead of compiled (no NVRTC at all); a
+    /// module the images lack is an error.
+    pub images: Option<Arc<Vec<ModuleImage>>>,
+    /// With `images`: a module built for another architecture is JIT-compiled from its
+    /// PTX (reported by `Executor::ptx_jit_modules`) instead of refused.
+    pub allow_ptx_fallback: bool,
+    /// Time every candidate algorithm of each product and convolution at build time and
+    /// keep the fastest (else the heuristic's first).
+    pub autotune: bool,
+    /// Where auto-tuning looks first and records what it timed (used with `autotune`).
+    pub timing_cache: Option<Arc<Mutex<TimingCache>>>,
+    /// The candidate each launch uses (from a plan file: `Executor::tactics`' choices),
+    /// `None` entries chosen as usual; one entry per launch.
+    pub tactics: Option<Vec<Option<usize>>>,
 }
 
 impl Default for Options {
@@ -54,6 +71,11 @@ impl Default for Options {
             allow_tf32: false,
             max_blas_algos: 8,
             workspace_limit: None,
+            images: None,
+            allow_ptx_fallback: false,
+            autotune: false,
+            timing_cache: None,
+            tactics: None,
         }
     }
 }
@@ -634,15 +656,20 @@ pub struct LaunchTime {
 
 /// A graph compiled for one GPU.
 pub struct Executor {
-    ctx: Arc<CudaContext>,
-    stream: Arc<CudaStream>,
-    plan: ExecutionPlan,
-    memory: DeviceMemory,
-    launches: Vec<Launch>,
-    graph: Option<CapturedGraph>,
-    options: Options,
+    pub(crate) ctx: Arc<CudaContext>,
+    pub(crate) stream: Arc<CudaStream>,
+    pub(crate) plan: ExecutionPlan,
+    pub(crate) memory: DeviceMemory,
+    pub(crate) launches: Vec<Launch>,
+    pub(crate) graph: Option<CapturedGraph>,
+    pub(crate) options: Options,
     // Kept alive for the launches that use them.
     _blas: Option<Arc<Blas>>,
+    pub(crate) kernels: Option<Arc<Kernels>>,
+    pub(crate) tactics: Vec<Tactic>,
+    pub(crate) store: Arc<WeightStore>,
+    /// Staging buffers and events of the asynchronous phases (`io.rs`).
+    pub(crate) io: crate::io::IoState,
 }
 
 impl std::fmt::Debug for Executor {
@@ -656,82 +683,40 @@ impl std::fmt::Debug for Executor {
     }
 }
 
+/// Per launch (flat index): the candidate chosen and its measured time.
+type Tuned = Vec<(Option<usize>, Option<f32>)>;
+
 impl Executor {
-    /// Plans `graph` (all shapes known), lowers every step, allocates and uploads.
+    /// Plans `graph` (all shapes known), lowers every step, allocates and uploads (with
+    /// weights of its own: see [`Executor::with_store`] to share them).
     pub fn new(dev: &Device, graph: &Graph, options: Options) -> Result<Executor> {
+        Executor::with_store(dev, graph, options, &WeightStore::new())
+    }
+
+    /// [`Executor::new`], its constants placed through `store`: executors built through
+    /// one store share one device copy of equal constants (see `crate::weights`).
+    pub fn with_store(dev: &Device, graph: &Graph, options: Options, store: &Arc<WeightStore>) -> Result<Executor> {
         let mut plan = ExecutionPlan::new(graph)?;
         let (lowered, temps) = lower_with_temps(&plan, &options)?;
         let temp_bytes = temps.iter().map(|t| t.view.offset + t.bytes).max().unwrap_or(0);
         plan.slots.extend(temps);
+        let launch_count = lowered.iter().map(|(_, ks)| ks.len()).sum();
+        check_forced_kernels(&plan, &lowered, &options)?;
         let ctx = dev.ctx.clone();
         // The legacy default stream cannot be captured: the executor has its own.
         let stream = ctx.new_stream().map_err(|e| CudaError::driver("creating a stream", e))?;
-        let arena = DeviceBuffer::alloc(&ctx, plan.report.arena_bytes, "the activation arena")?;
-        let weights = DeviceBuffer::alloc(&ctx, plan.report.weight_bytes, "the weights")?;
-        for w in &plan.weights {
-            let Op::Constant(t) = &graph.nodes[w.node].op else {
-                return Err(CudaError::Graph(format!("weight '{}' is not a constant", plan.slot(w.slot).name)));
-            };
-            weights.upload(&stream, w.offset, t.bytes())?;
-        }
-        let mut memory = DeviceMemory { arena, weights, workspace: DeviceBuffer::alloc(&ctx, 0, "the workspace")? };
-        let ptr = |memory: &DeviceMemory, s: SlotId| memory.ptr(plan.slot(s).view);
+        let mut memory = place_memory(&ctx, &stream, &plan, graph, store)?;
 
-        // cuBLASLt plans first: the workspace is the most any chosen algorithm needs.
-        let needs_blas = lowered.iter().flat_map(|(_, ks)| ks).any(|k| matches!(k, Kernel::Matmul { .. }));
-        let blas = if needs_blas { Some(Blas::new(&ctx)?) } else { None };
+        // Products and convolutions first: the workspace is the most any chosen
+        // algorithm needs.
         let limit = options.workspace_limit.unwrap_or_else(|| Blas::default_workspace_limit(dev.compute_capability));
-        let mut matmuls: Vec<Option<Arc<MatmulPlan>>> = Vec::new();
-        for (i, kernels) in &lowered {
-            for k in kernels {
-                matmuls.push(match (k, &blas) {
-                    (Kernel::Matmul { shape, a, b, c, bias, y }, Some(blas)) => {
-                        let ops = Operands {
-                            a: ptr(&memory, *a)?,
-                            b: ptr(&memory, *b)?,
-                            c: c.map(|c| ptr(&memory, c)).transpose()?,
-                            d: ptr(&memory, *y)?,
-                            bias: bias.map(|c| ptr(&memory, c)).transpose()?,
-                        };
-                        let step = &plan.steps[*i];
-                        let p = MatmulPlan::new(blas, shape, ops, limit, options.max_blas_algos).map_err(|e| {
-                            CudaError::NodeLaunch {
-                                node: step.node.clone(),
-                                op: step.op.name().into(),
-                                msg: e.to_string(),
-                            }
-                        })?;
-                        Some(Arc::new(p))
-                    }
-                    _ => None,
-                });
-            }
-        }
-        // cuDNN plans: each convolution's workspace follows its step's temporaries.
-        let needs_dnn = lowered.iter().flat_map(|(_, ks)| ks).any(|k| matches!(k, Kernel::Conv { .. }));
-        let dnn = if needs_dnn { Some(crate::dnn::Dnn::new(&ctx)?) } else { None };
-        let mut convs: Vec<Option<Arc<crate::dnn::ConvPlan>>> = Vec::new();
-        let mut conv_ws = 0usize;
-        for (i, kernels) in &lowered {
-            for k in kernels {
-                convs.push(match (k, &dnn) {
-                    (Kernel::Conv { dtype, geom, ws_offset, .. }, Some(dnn)) => {
-                        let step = &plan.steps[*i];
-                        let err = |e: CudaError| CudaError::NodeLaunch {
-                            node: step.node.clone(),
-                            op: step.op.name().into(),
-                            msg: e.to_string(),
-                        };
-                        let opts = crate::dnn::ConvOptions { allow_tf32: options.allow_tf32, ..Default::default() };
-                        let mut p = dnn.plan_conv(geom, *dtype, opts).map_err(err)?;
-                        p.choose_fitting(limit).map_err(err)?;
-                        conv_ws = conv_ws.max(ws_offset + p.workspace_bytes());
-                        Some(Arc::new(p))
-                    }
-                    _ => None,
-                });
-            }
-        }
+        let mut tuned: Tuned = vec![(None, None); launch_count];
+        let (blas, matmuls, dnn, convs, conv_ws) = {
+            let mut tuner = Tuner::new(dev, &stream, &options, limit)?;
+            let (blas, matmuls) = plan_matmuls(&plan, &lowered, &memory, &mut tuner, &mut tuned)?;
+            let (dnn, convs, conv_ws) = plan_convs(&plan, &lowered, &memory, &mut tuner, &mut tuned)?;
+            (blas, matmuls, dnn, convs, conv_ws)
+        };
         let workspace =
             matmuls.iter().flatten().map(|m| m.workspace_bytes()).max().unwrap_or(0).max(temp_bytes).max(conv_ws);
         memory.workspace = DeviceBuffer::alloc(&ctx, workspace, "the workspace")?;
@@ -745,74 +730,24 @@ impl Executor {
             total_memory: dev.total_memory,
             driver_version: dev.driver_version,
         });
-        let needs_kernels = lowered.iter().flat_map(|(_, ks)| ks).any(|k| !matches!(k, Kernel::Matmul { .. }));
-        let kernels = if needs_kernels {
-            let k = Arc::new(Kernels::new(&exec_dev)?);
-            // The modules the launches use compiled and loaded now: nothing of the sort
-            // during a capture. (A kernel without a known module: every module.)
-            let kinds: Vec<&Kernel> = lowered.iter().flat_map(|(_, ks)| ks).collect();
-            match kinds.iter().map(|k| kernel_source(k)).collect::<Option<Vec<_>>>() {
-                Some(sources) => {
-                    for src in sources.into_iter().flatten() {
-                        k.module(src)?;
-                    }
-                }
-                None => k.load_all()?,
-            }
-            Some(k)
-        } else {
-            None
-        };
-        // Every slot's address, bytes and shape, shared by the launches.
-        let bufs: Arc<Vec<Resolved>> = Arc::new(
-            plan.slots
-                .iter()
-                .map(|s| {
-                    Ok(Resolved { addr: memory.ptr(s.view)?, bytes: s.bytes, dtype: s.dtype, shape: s.shape.clone() })
-                })
-                .collect::<Result<_>>()?,
-        );
-        let mut launches = Vec::new();
-        let mut matmuls = matmuls.into_iter();
-        let mut convs = convs.into_iter();
-        for (i, step_kernels) in lowered {
-            let step = &plan.steps[i];
-            for k in step_kernels {
-                let mm = matmuls.next().flatten();
-                let cv = convs.next().flatten();
-                let run: LaunchFn = match k {
-                    Kernel::Conv { x, w, bias, y, ws_offset, .. } => {
-                        let cv = cv.ok_or_else(|| CudaError::Graph("a convolution without a cuDNN plan".into()))?;
-                        let dnn = dnn.clone().ok_or_else(|| CudaError::Graph("cuDNN not loaded".into()))?;
-                        let bufs = bufs.clone();
-                        let ws = memory.workspace.ptr() + ws_offset as u64;
-                        let ws_bytes = memory.workspace.bytes().saturating_sub(ws_offset);
-                        Box::new(move |s: &CudaStream| {
-                            // SAFETY: every slot and the workspace live as long as the
-                            // executor, which owns this closure.
-                            let b = |id: SlotId| unsafe { Buf::from_raw(bufs[id].addr, bufs[id].bytes) };
-                            let wsb = unsafe { Buf::from_raw(ws, ws_bytes) };
-                            dnn.run_conv(s, &cv, b(x), b(w), bias.map(b), b(y), wsb)
-                        })
-                    }
-                    Kernel::Matmul { .. } => {
-                        let mm = mm.ok_or_else(|| CudaError::Graph("a product without a cuBLASLt plan".into()))?;
-                        let (ws, ws_bytes) = (memory.workspace.ptr(), memory.workspace.bytes());
-                        // SAFETY: the plan's operands and the workspace live as long as the
-                        // executor, which owns this closure.
-                        Box::new(move |s: &CudaStream| unsafe { mm.run(s, ws, ws_bytes) })
-                    }
-                    k => {
-                        let (dev, kernels, bufs) = (exec_dev.clone(), kernels.clone(), bufs.clone());
-                        let kernels = kernels.ok_or_else(|| CudaError::Graph("kernels not loaded".into()))?;
-                        Box::new(move |_: &CudaStream| run_kernel(&Launcher::new(&dev, &kernels), &k, &bufs))
-                    }
-                };
-                launches.push(Launch { node: step.node.clone(), op: step.op.name().to_string(), run });
-            }
-        }
+        let kernels = load_kernels(&exec_dev, &lowered, &options)?;
+        let parts = LaunchParts { plan: &plan, memory: &memory, dnn: dnn.as_ref(), kernels: kernels.as_ref() };
+        let (launches, tactics) = parts.build(&exec_dev, lowered, matmuls, convs, &tuned)?;
         let graph = if options.use_cuda_graph { Some(CapturedGraph::capture(&stream, &launches)?) } else { None };
-        Ok(Executor { ctx, stream, plan, memory, launches, graph, options, _blas: blas })
+        Ok(Executor {
+            ctx,
+            stream,
+            plan,
+            memory,
+            launches,
+            graph,
+            options,
+            _blas: blas,
+            kernels,
+            tactics,
+            store: store.clone(),
+            io: crate::io::IoState::default(),
+        })
     }
 
     pub fn plan(&self) -> &ExecutionPlan {
@@ -821,6 +756,11 @@ impl Executor {
 
     pub fn memory(&self) -> &DeviceMemory {
         &self.memory
+    }
+
+    /// The store holding this executor's constants.
+    pub fn weight_store(&self) -> &Arc<WeightStore> {
+        &self.store
     }
 
     /// The launches, in order (one step may have several, an alias step none).
@@ -832,29 +772,63 @@ impl Executor {
         self.graph.is_some()
     }
 
+    /// What every launch runs, in launch order (see [`Tactic`]); the `choice`s are what
+    /// `Options::tactics` takes to reproduce this executor.
+    pub fn tactics(&self) -> Vec<Tactic> {
+        self.tactics.clone()
+    }
+
+    /// The images (cubin and PTX) of exactly the kernel modules this executor loaded,
+    /// sorted by name: what a plan file stores for `Options::images`.
+    pub fn module_images(&self) -> Result<Vec<ModuleImage>> {
+        Ok(self.kernels.as_ref().map(|k| k.images()).unwrap_or_default())
+    }
+
+    /// How many kernel modules went through NVRTC (its disk cache included) for this
+    /// executor: 0 when they came from `Options::images`.
+    pub fn compiled_modules(&self) -> usize {
+        self.kernels.as_ref().map_or(0, |k| k.compiled_modules())
+    }
+
+    /// The modules loaded from PTX through the driver's JIT (images built for another
+    /// architecture, with `Options::allow_ptx_fallback`).
+    pub fn ptx_jit_modules(&self) -> Vec<String> {
+        self.kernels.as_ref().map(|k| k.ptx_jit_modules()).unwrap_or_default()
+    }
+
     /// Runs the graph on `inputs` (in the graph's input order; dtypes and shapes must
     /// be exactly those planned) and returns its outputs.
     pub fn run(&mut self, inputs: &[Tensor]) -> Result<Vec<Tensor>> {
         self.copy_inputs(inputs)?;
+        self.enqueue_launches(self.options.check_each_launch)?;
+        self.stream.synchronize().map_err(|e| CudaError::driver("running the graph", e))?;
+        self.copy_outputs()
+    }
+
+    /// Enqueues one inference: the CUDA graph's replay, or every launch in order (when
+    /// `check`, synchronising after each to name a failing node).
+    pub(crate) fn enqueue_launches(&self, check: bool) -> Result<()> {
+        // The executor may have moved to another thread since it was built.
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the context", e))?;
         match &self.graph {
-            Some(g) => g.replay()?,
+            Some(g) => g.replay(),
             None => {
                 for l in &self.launches {
                     l.enqueue(&self.stream)?;
-                    if self.options.check_each_launch {
+                    if check {
                         self.stream.synchronize().map_err(|e| l.error(e.to_string()))?;
                     }
                 }
+                Ok(())
             }
         }
-        self.stream.synchronize().map_err(|e| CudaError::driver("running the graph", e))?;
-        self.copy_outputs()
     }
 
     /// Like `run` without a CUDA graph, timing every launch with CUDA events: the
     /// outputs and each launch's time, in order.
     pub fn run_timed(&mut self, inputs: &[Tensor]) -> Result<(Vec<Tensor>, Vec<LaunchTime>)> {
         self.copy_inputs(inputs)?;
+        self.ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the context", e))?;
         let flags = Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT);
         let event = || self.ctx.new_event(flags).map_err(|e| CudaError::driver("creating an event", e));
         let mut marks = vec![event()?];
@@ -874,7 +848,9 @@ impl Executor {
         Ok((self.copy_outputs()?, times))
     }
 
-    fn copy_inputs(&self, inputs: &[Tensor]) -> Result<()> {
+    /// Checks `inputs` against the plan: their count, each one's dtype and shape, and the
+    /// values of inputs bound as shape tensors.
+    pub(crate) fn check_inputs(&self, inputs: &[Tensor]) -> Result<()> {
         if inputs.len() != self.plan.inputs.len() {
             return Err(CudaError::Graph(format!(
                 "the graph takes {} inputs, got {}",
@@ -902,6 +878,14 @@ impl Executor {
                     ),
                 });
             }
+        }
+        Ok(())
+    }
+
+    fn copy_inputs(&self, inputs: &[Tensor]) -> Result<()> {
+        self.check_inputs(inputs)?;
+        for (&id, t) in self.plan.inputs.iter().zip(inputs) {
+            let slot = self.plan.slot(id);
             self.memory.buffer(slot.view.buffer).upload(&self.stream, slot.view.offset, t.bytes())?;
         }
         Ok(())
@@ -912,13 +896,308 @@ impl Executor {
         for &id in &self.plan.outputs {
             let slot = self.plan.slot(id);
             let mut host = AlignedBytes::new(slot.bytes);
-            self.memory.buffer(slot.view.buffer).download(&self.stream, slot.view.offset, host.as_mut())?;
-            let t = Tensor::from_bytes(slot.dtype, slot.shape.clone(), Bytes::from_owner(host))
-                .map_err(|e| CudaError::Graph(e.to_string()))?;
-            out.push(t);
+            let addr = self.memory.ptr(slot.view)?;
+            download(&self.ctx, &self.stream, addr, host.as_mut(), &slot.name)?;
+            out.push(host_tensor(slot, host)?);
         }
         Ok(out)
     }
+}
+
+/// Copies `out.len()` bytes at device address `addr` into `out` and waits (`what` names
+/// the value in errors).
+fn download(ctx: &CudaContext, stream: &CudaStream, addr: u64, out: &mut [u8], what: &str) -> Result<()> {
+    if out.is_empty() {
+        return Ok(());
+    }
+    ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the context", e))?;
+    // SAFETY: `addr` is a slot of the executor's buffers holding `out.len()` bytes (the
+    // slot's size); we wait for the copy before `out` can be used or dropped.
+    unsafe { cudarc::driver::result::memcpy_dtoh_async(out, addr, stream.cu_stream()) }
+        .and_then(|()| stream.synchronize())
+        .map_err(|e| CudaError::driver(format!("copying output '{what}' to the host"), e))
+}
+
+/// An output slot's bytes as a tensor.
+pub(crate) fn host_tensor(slot: &Slot, host: AlignedBytes) -> Result<Tensor> {
+    Tensor::from_bytes(slot.dtype, slot.shape.clone(), Bytes::from_owner(host))
+        .map_err(|e| CudaError::Graph(e.to_string()))
+}
+
+/// Checks `Options::tactics` against the launches: one entry per launch, and no choice
+/// forced on a launch without candidates (one of Kiln's kernels). The products' and
+/// convolutions' choices are checked against their candidates when planned.
+fn check_forced_kernels(plan: &ExecutionPlan, lowered: &Lowering, options: &Options) -> Result<()> {
+    let Some(tactics) = options.tactics.as_deref() else { return Ok(()) };
+    let kernels = lowered.iter().flat_map(|(i, ks)| ks.iter().map(move |k| (*i, k)));
+    check_tactic_count(Some(tactics), kernels.clone().count())?;
+    for (li, (i, k)) in kernels.enumerate() {
+        if !matches!(k, Kernel::Matmul { .. } | Kernel::Conv { .. }) {
+            forced_choice(Some(tactics), li, &plan.steps[i].node, 0)?;
+        }
+    }
+    Ok(())
+}
+
+/// The executor's buffers, its constants placed through `store`.
+fn place_memory(
+    ctx: &Arc<CudaContext>,
+    stream: &CudaStream,
+    plan: &ExecutionPlan,
+    graph: &Graph,
+    store: &WeightStore,
+) -> Result<DeviceMemory> {
+    let placed = store.place(ctx, stream, plan, graph)?;
+    Ok(DeviceMemory {
+        arena: DeviceBuffer::alloc(ctx, plan.report.arena_bytes, "the activation arena")?,
+        weights: placed.pack,
+        workspace: DeviceBuffer::alloc(ctx, 0, "the workspace")?,
+        weight_places: placed.places,
+        large_weights: placed.large,
+    })
+}
+
+fn node_error(step: &Step) -> impl Fn(CudaError) -> CudaError + '_ {
+    move |e| match e {
+        // Already names the node and what to do.
+        e @ CudaError::PlanMismatch(_) => e,
+        e => CudaError::NodeLaunch { node: step.node.clone(), op: step.op.name().into(), msg: e.to_string() },
+    }
+}
+
+type MatmulPlans = (Option<Arc<Blas>>, Vec<Option<Arc<MatmulPlan>>>);
+
+/// A cuBLASLt plan per launch that is a product (`None` for the others), each's
+/// algorithm chosen by `tuner`.
+fn plan_matmuls(
+    plan: &ExecutionPlan,
+    lowered: &Lowering,
+    memory: &DeviceMemory,
+    tuner: &mut Tuner,
+    tuned: &mut Tuned,
+) -> Result<MatmulPlans> {
+    let needs_blas = lowered.iter().flat_map(|(_, ks)| ks).any(|k| matches!(k, Kernel::Matmul { .. }));
+    let Some(blas) = (if needs_blas { Some(Blas::new(&tuner.ctx())?) } else { None }) else {
+        return Ok((None, lowered.iter().flat_map(|(_, ks)| ks).map(|_| None).collect()));
+    };
+    let ptr = |s: SlotId| memory.ptr(plan.slot(s).view);
+    let mut matmuls = Vec::new();
+    for (li, (i, k)) in lowered.iter().flat_map(|(i, ks)| ks.iter().map(move |k| (i, k))).enumerate() {
+        let Kernel::Matmul { shape, a, b, c, bias, y } = k else {
+            matmuls.push(None);
+            continue;
+        };
+        let ops = Operands {
+            a: ptr(*a)?,
+            b: ptr(*b)?,
+            c: c.map(ptr).transpose()?,
+            d: ptr(*y)?,
+            bias: bias.map(ptr).transpose()?,
+        };
+        let step = &plan.steps[*i];
+        let mut p =
+            MatmulPlan::new(&blas, shape, ops, tuner.limit(), tuner.max_blas_algos()).map_err(node_error(step))?;
+        let (choice, time) = tuner.matmul(&mut p, li, &step.node).map_err(node_error(step))?;
+        tuned[li] = (Some(choice), time);
+        matmuls.push(Some(Arc::new(p)));
+    }
+    Ok((Some(blas), matmuls))
+}
+
+type ConvPlans = (Option<Arc<crate::dnn::Dnn>>, Vec<Option<Arc<crate::dnn::ConvPlan>>>, usize);
+
+/// A cuDNN plan per launch that is a convolution (`None` for the others), each's
+/// algorithm chosen by `tuner`, and the workspace they need (each convolution's follows
+/// its step's temporaries).
+fn plan_convs(
+    plan: &ExecutionPlan,
+    lowered: &Lowering,
+    memory: &DeviceMemory,
+    tuner: &mut Tuner,
+    tuned: &mut Tuned,
+) -> Result<ConvPlans> {
+    let needs_dnn = lowered.iter().flat_map(|(_, ks)| ks).any(|k| matches!(k, Kernel::Conv { .. }));
+    let Some(dnn) = (if needs_dnn { Some(crate::dnn::Dnn::new(&tuner.ctx())?) } else { None }) else {
+        return Ok((None, lowered.iter().flat_map(|(_, ks)| ks).map(|_| None).collect(), 0));
+    };
+    let (mut convs, mut conv_ws) = (Vec::new(), 0usize);
+    for (li, (i, k)) in lowered.iter().flat_map(|(i, ks)| ks.iter().map(move |k| (i, k))).enumerate() {
+        let Kernel::Conv { dtype, geom, x, w, bias, y, ws_offset } = k else {
+            convs.push(None);
+            continue;
+        };
+        let step = &plan.steps[*i];
+        let opts = crate::dnn::ConvOptions { allow_tf32: tuner.allow_tf32(), ..Default::default() };
+        let mut p = dnn.plan_conv(geom, *dtype, opts).map_err(node_error(step))?;
+        let ops = if tuner.autotunes() { conv_operands(plan, memory, *x, *w, *bias, *y)? } else { None };
+        let (choice, time) = tuner.conv(&dnn, &mut p, ops.as_ref(), li, &step.node).map_err(node_error(step))?;
+        tuned[li] = (Some(choice), time);
+        conv_ws = conv_ws.max(ws_offset + p.workspace_bytes());
+        convs.push(Some(Arc::new(p)));
+    }
+    Ok((Some(dnn), convs, conv_ws))
+}
+
+/// A convolution's operands for timing it, `None` when one is a temporary in the
+/// workspace (a pre-padded input), which is not allocated while algorithms are chosen.
+fn conv_operands(
+    plan: &ExecutionPlan,
+    memory: &DeviceMemory,
+    x: SlotId,
+    w: SlotId,
+    bias: Option<SlotId>,
+    y: SlotId,
+) -> Result<Option<ConvOperands>> {
+    let ids = [Some(x), Some(w), bias, Some(y)];
+    if ids.iter().flatten().any(|&s| plan.slot(s).view.buffer == BufferKind::Workspace) {
+        return Ok(None);
+    }
+    let place = |s: SlotId| memory.ptr(plan.slot(s).view).map(|a| (a, plan.slot(s).bytes));
+    Ok(Some(ConvOperands { x: place(x)?, w: place(w)?, bias: bias.map(place).transpose()?, y: place(y)? }))
+}
+
+/// The kernel modules the launches use, compiled (or taken from `Options::images`) and
+/// loaded now: nothing of the sort may happen during a capture. (A kernel without a
+/// known module: every module.) `None` when only libraries are launched.
+fn load_kernels(dev: &Device, lowered: &Lowering, options: &Options) -> Result<Option<Arc<Kernels>>> {
+    let kinds: Vec<&Kernel> = lowered.iter().flat_map(|(_, ks)| ks).collect();
+    if !kinds.iter().any(|k| !matches!(k, Kernel::Matmul { .. } | Kernel::Conv { .. })) {
+        return Ok(None);
+    }
+    let k = match &options.images {
+        Some(images) => Kernels::with_images(dev, images.clone(), options.allow_ptx_fallback),
+        None => Kernels::new(dev)?,
+    };
+    match kinds.iter().map(|k| kernel_source(k)).collect::<Option<Vec<_>>>() {
+        Some(sources) => {
+            for src in sources.into_iter().flatten() {
+                k.module(src)?;
+            }
+        }
+        None => k.load_all()?,
+    }
+    Ok(Some(Arc::new(k)))
+}
+
+/// What the launches are made from.
+struct LaunchParts<'a> {
+    plan: &'a ExecutionPlan,
+    memory: &'a DeviceMemory,
+    dnn: Option<&'a Arc<crate::dnn::Dnn>>,
+    kernels: Option<&'a Arc<Kernels>>,
+}
+
+impl LaunchParts<'_> {
+    /// Every kernel as a launch, with its tactic.
+    fn build(
+        &self,
+        dev: &Arc<Device>,
+        lowered: Lowering,
+        matmuls: Vec<Option<Arc<MatmulPlan>>>,
+        convs: Vec<Option<Arc<crate::dnn::ConvPlan>>>,
+        tuned: &Tuned,
+    ) -> Result<(Vec<Launch>, Vec<Tactic>)> {
+        // Every slot's address, bytes and shape, shared by the launches.
+        let bufs: Arc<Vec<Resolved>> = Arc::new(
+            self.plan
+                .slots
+                .iter()
+                .map(|s| {
+                    let addr = self.memory.ptr(s.view)?;
+                    Ok(Resolved { addr, bytes: s.bytes, dtype: s.dtype, shape: s.shape.clone() })
+                })
+                .collect::<Result<_>>()?,
+        );
+        let (mut launches, mut tactics) = (Vec::new(), Vec::new());
+        let (mut matmuls, mut convs) = (matmuls.into_iter(), convs.into_iter());
+        for (i, step_kernels) in lowered {
+            let step = &self.plan.steps[i];
+            for k in step_kernels {
+                let (mm, cv) = (matmuls.next().flatten(), convs.next().flatten());
+                let (choice, time_ms) = tuned.get(launches.len()).copied().unwrap_or((None, None));
+                let name = tactic_name(&k, mm.as_deref(), cv.as_deref());
+                let run = self.launch_fn(dev, k, mm, cv, &bufs)?;
+                let (node, op) = (step.node.clone(), step.op.name().to_string());
+                tactics.push(Tactic {
+                    launch: launches.len(),
+                    node: node.clone(),
+                    op: op.clone(),
+                    name,
+                    choice,
+                    time_ms,
+                });
+                launches.push(Launch { node, op, run });
+            }
+        }
+        Ok((launches, tactics))
+    }
+
+    fn launch_fn(
+        &self,
+        dev: &Arc<Device>,
+        k: Kernel,
+        mm: Option<Arc<MatmulPlan>>,
+        cv: Option<Arc<crate::dnn::ConvPlan>>,
+        bufs: &Arc<Vec<Resolved>>,
+    ) -> Result<LaunchFn> {
+        let memory = self.memory;
+        Ok(match k {
+            Kernel::Conv { x, w, bias, y, ws_offset, .. } => {
+                let cv = cv.ok_or_else(|| CudaError::Graph("a convolution without a cuDNN plan".into()))?;
+                let dnn = self.dnn.cloned().ok_or_else(|| CudaError::Graph("cuDNN not loaded".into()))?;
+                let bufs = bufs.clone();
+                let ws = memory.workspace.ptr() + ws_offset as u64;
+                let ws_bytes = memory.workspace.bytes().saturating_sub(ws_offset);
+                Box::new(move |s: &CudaStream| {
+                    // SAFETY: every slot and the workspace live as long as the
+                    // executor, which owns this closure.
+                    let b = |id: SlotId| unsafe { Buf::from_raw(bufs[id].addr, bufs[id].bytes) };
+                    let wsb = unsafe { Buf::from_raw(ws, ws_bytes) };
+                    dnn.run_conv(s, &cv, b(x), b(w), bias.map(b), b(y), wsb)
+                })
+            }
+            Kernel::Matmul { .. } => {
+                let mm = mm.ok_or_else(|| CudaError::Graph("a product without a cuBLASLt plan".into()))?;
+                let (ws, ws_bytes) = (memory.workspace.ptr(), memory.workspace.bytes());
+                // SAFETY: the plan's operands and the workspace live as long as the
+                // executor, which owns this closure.
+                Box::new(move |s: &CudaStream| unsafe { mm.run(s, ws, ws_bytes) })
+            }
+            k => {
+                let (dev, bufs) = (dev.clone(), bufs.clone());
+                let kernels = self.kernels.cloned().ok_or_else(|| CudaError::Graph("kernels not loaded".into()))?;
+                Box::new(move |_: &CudaStream| run_kernel(&Launcher::new(&dev, &kernels), &k, &bufs))
+            }
+        })
+    }
+}
+
+/// A launch's readable tactic name.
+fn tactic_name(k: &Kernel, mm: Option<&MatmulPlan>, cv: Option<&crate::dnn::ConvPlan>) -> String {
+    match (k, mm, cv) {
+        (Kernel::Matmul { .. }, Some(m), _) => format!("cublasLt algo {} (of {})", m.chosen(), m.algos().len()),
+        (Kernel::Conv { .. }, _, Some(c)) => {
+            let algo = c.algos().get(c.chosen()).map_or("?".to_string(), |a| conv_algo_name(a.id));
+            format!("cudnn {algo} ({} of {})", c.chosen(), c.algos().len())
+        }
+        (Kernel::Call(c), ..) => format!("kiln {} / {}.cu", c.function, c.module),
+        (Kernel::Family(f), ..) => format!("kiln {} / {}.cu", f.name, f.src),
+        (k, ..) => {
+            let module = match kernel_source(k) {
+                Some(Some(src)) => format!("{}.cu", src.name),
+                _ => "kernels".to_string(),
+            };
+            format!("kiln {} / {module}", variant_path(&format!("{k:?}")))
+        }
+    }
+}
+
+/// The enum variants that start a `Debug` string: `Nn(Pool { .. })` → `Nn Pool`.
+fn variant_path(debug: &str) -> String {
+    let head = debug.split([' ', '{', ',', ')']).next().unwrap_or(debug);
+    let mut parts: Vec<&str> = head.split('(').filter(|p| !p.is_empty()).collect();
+    parts.dedup();
+    parts.join(" ")
 }
 
 impl Drop for Executor {
@@ -929,13 +1208,13 @@ impl Drop for Executor {
 }
 
 /// Host bytes aligned for any element type (so output tensors view without copying).
-struct AlignedBytes {
+pub(crate) struct AlignedBytes {
     words: Vec<u64>,
     len: usize,
 }
 
 impl AlignedBytes {
-    fn new(len: usize) -> AlignedBytes {
+    pub(crate) fn new(len: usize) -> AlignedBytes {
         AlignedBytes { words: vec![0; len.div_ceil(8)], len }
     }
 }
@@ -994,7 +1273,8 @@ fn kernel_source(k: &Kernel) -> Option<Option<crate::kernels::Source>> {
         Kernel::Trilu { .. } | Kernel::ReverseSequence { .. } | Kernel::Cumulate { .. } | Kernel::Hardmax { .. } => {
             MISC
         }
-        Kernel::Matmul { .. } => return Some(None),
+        // Libraries' launches: no module of Kiln's.
+        Kernel::Matmul { .. } | Kernel::Conv { .. } => return Some(None),
         #[allow(unreachable_patterns)]
         _ => return None,
     }))
@@ -1116,5 +1396,21 @@ fn run_kernel(l: &Launcher, k: &Kernel, s: &[Resolved]) -> Result<()> {
         Kernel::Call(c) => l.call(c, &buf),
         Kernel::Matmul { .. } => Err(CudaError::Graph("a product outside cuBLASLt".into())),
         Kernel::Conv { .. } => Err(CudaError::Graph("a convolution outside cuDNN".into())),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tactic_names_of_kiln_kernels_say_what_and_where() {
+        assert_eq!(variant_path("Nn(Pool { dtype: F32 })"), "Nn Pool");
+        assert_eq!(variant_path("Unary { code: Relu }"), "Unary");
+        assert_eq!(variant_path("Call(Call { module: \"index\" })"), "Call");
+        let k = Kernel::Unary { code: UnaryCode::Relu, p: [0.0; 2], dtype: DType::F32, x: 0, y: 1, n: 4 };
+        assert_eq!(tactic_name(&k, None, None), "kiln Unary / elementwise.cu");
+        let fill = Kernel::Fill { dtype: DType::F32, y: 0, value: 0.0 };
+        assert_eq!(tactic_name(&fill, None, None), "kiln Fill / movement.cu");
     }
 }

@@ -16,6 +16,7 @@
 
 use std::collections::HashMap;
 use std::marker::PhantomData;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cudarc::driver::{CudaFunction, CudaModule, CudaStream, DevicePtr, DevicePtrMut, LaunchConfig};
@@ -45,37 +46,133 @@ const ROW_THREADS: u32 = 256;
 /// At most this many blocks; grid-stride loops cover the rest.
 const MAX_BLOCKS: u32 = 65_535;
 
-/// The kernel modules of one GPU, compiled and loaded when first used.
+/// A kernel module as a plan file stores it: the cubin NVRTC built for `arch` and the
+/// PTX beside it (which the driver can JIT for another GPU).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ModuleImage {
+    /// The kernel source's name (`elementwise`, `movement`…).
+    pub name: String,
+    /// The architecture of the cubin, e.g. `sm_90`.
+    pub arch: String,
+    pub cubin: Vec<u8>,
+    pub ptx: String,
+}
+
+impl std::fmt::Debug for ModuleImage {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "ModuleImage({} for {}: {} bytes of cubin, {} of PTX)",
+            self.name,
+            self.arch,
+            self.cubin.len(),
+            self.ptx.len()
+        )
+    }
+}
+
+/// Where modules come from: NVRTC (with its disk cache), or a plan's images only.
+enum Origin {
+    Nvrtc(Compiler),
+    Images { images: Arc<Vec<ModuleImage>>, allow_ptx_fallback: bool },
+}
+
+/// A loaded module and the image it was loaded from (kept for [`Kernels::images`]).
+struct Loaded {
+    module: Arc<CudaModule>,
+    image: ModuleImage,
+}
+
+/// The kernel modules of one GPU, compiled (or taken from a plan's images) and loaded
+/// when first used.
 pub struct Kernels {
-    compiler: Compiler,
+    origin: Origin,
+    arch: String,
+    device_name: String,
     ctx: Arc<cudarc::driver::CudaContext>,
-    modules: Mutex<HashMap<&'static str, Arc<CudaModule>>>,
+    modules: Mutex<HashMap<&'static str, Loaded>>,
     functions: Mutex<HashMap<String, CudaFunction>>,
+    /// Modules that went through NVRTC (its disk cache included).
+    compiled: AtomicUsize,
+    /// Modules loaded from PTX by the driver's JIT (an image for another architecture).
+    ptx_jit: Mutex<Vec<String>>,
 }
 
 impl Kernels {
+    /// Kernels compiled by NVRTC for `dev`'s architecture.
     pub fn new(dev: &Device) -> Result<Kernels> {
-        Ok(Kernels {
-            compiler: Compiler::new(&dev.arch())?,
+        Ok(Kernels::with_origin(dev, Origin::Nvrtc(Compiler::new(&dev.arch())?)))
+    }
+
+    /// Kernels loaded from `images` only, never compiled (NVRTC and CUDA's headers are not
+    /// needed): the cubin when its architecture is `dev`'s; else, with
+    /// `allow_ptx_fallback`, the PTX through the driver's JIT; else `PlanMismatch`.
+    pub fn with_images(dev: &Device, images: Arc<Vec<ModuleImage>>, allow_ptx_fallback: bool) -> Kernels {
+        Kernels::with_origin(dev, Origin::Images { images, allow_ptx_fallback })
+    }
+
+    fn with_origin(dev: &Device, origin: Origin) -> Kernels {
+        Kernels {
+            origin,
+            arch: dev.arch(),
+            device_name: dev.name.clone(),
             ctx: dev.ctx.clone(),
             modules: Mutex::new(HashMap::new()),
             functions: Mutex::new(HashMap::new()),
-        })
+            compiled: AtomicUsize::new(0),
+            ptx_jit: Mutex::new(Vec::new()),
+        }
     }
 
-    /// The module of `src`, compiled (or read from the disk cache) and loaded.
+    /// The module of `src`, compiled (or read from the disk cache, or from the images)
+    /// and loaded.
     pub fn module(&self, src: Source) -> Result<Arc<CudaModule>> {
         let mut modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(m) = modules.get(src.name) {
-            return Ok(m.clone());
+            return Ok(m.module.clone());
         }
-        let compiled = self.compiler.compile(src.name, src.code)?;
+        let (image, jit) = self.image(src)?;
+        let code = if jit { Ptx::from_src(image.ptx.clone()) } else { Ptx::from_binary(image.cubin.clone()) };
+        let how = if jit { "JIT-compiling the PTX of" } else { "loading" };
         let module = self
             .ctx
-            .load_module(Ptx::from_binary(compiled.cubin))
-            .map_err(|e| CudaError::driver(format!("loading kernel module '{}'", src.name), e))?;
-        modules.insert(src.name, module.clone());
+            .load_module(code)
+            .map_err(|e| CudaError::driver(format!("{how} kernel module '{}'", src.name), e))?;
+        if jit {
+            self.ptx_jit.lock().unwrap_or_else(|p| p.into_inner()).push(src.name.to_string());
+        }
+        modules.insert(src.name, Loaded { module: module.clone(), image });
         Ok(module)
+    }
+
+    /// The image to load for `src` and whether it is its PTX (to JIT) rather than its cubin.
+    fn image(&self, src: Source) -> Result<(ModuleImage, bool)> {
+        match &self.origin {
+            Origin::Nvrtc(compiler) => {
+                let c = compiler.compile(src.name, src.code)?;
+                self.compiled.fetch_add(1, Ordering::Relaxed);
+                let image = ModuleImage { name: src.name.into(), arch: self.arch.clone(), cubin: c.cubin, ptx: c.ptx };
+                Ok((image, false))
+            }
+            Origin::Images { images, allow_ptx_fallback } => {
+                let image = images.iter().find(|i| i.name == src.name).ok_or_else(|| {
+                    CudaError::PlanMismatch(format!(
+                        "the plan has no kernel module '{}' (it was built without it); rebuild the plan",
+                        src.name
+                    ))
+                })?;
+                if image.arch == self.arch && !image.cubin.is_empty() {
+                    return Ok((image.clone(), false));
+                }
+                if *allow_ptx_fallback && !image.ptx.is_empty() {
+                    return Ok((image.clone(), true));
+                }
+                Err(CudaError::PlanMismatch(format!(
+                    "kernel module '{}' was built for {}, this GPU is {} ({}); rebuild the plan or allow PTX fallback",
+                    src.name, image.arch, self.arch, self.device_name
+                )))
+            }
+        }
     }
 
     /// Function `name` of `src`'s module.
@@ -95,6 +192,25 @@ impl Kernels {
             self.module(*src)?;
         }
         Ok(())
+    }
+
+    /// The images of the modules loaded so far, sorted by name (the same list for the
+    /// same graph on every build, so that plan files are reproducible).
+    pub fn images(&self) -> Vec<ModuleImage> {
+        let modules = self.modules.lock().unwrap_or_else(|p| p.into_inner());
+        let mut images: Vec<ModuleImage> = modules.values().map(|m| m.image.clone()).collect();
+        images.sort_by(|a, b| a.name.cmp(&b.name));
+        images
+    }
+
+    /// How many modules went through NVRTC (0 when loaded from images).
+    pub fn compiled_modules(&self) -> usize {
+        self.compiled.load(Ordering::Relaxed)
+    }
+
+    /// The modules loaded from PTX by the driver's JIT, in load order.
+    pub fn ptx_jit_modules(&self) -> Vec<String> {
+        self.ptx_jit.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

@@ -21,7 +21,12 @@
 //! - `dynamic`: graphs with data-dependent shapes or control flow, run in segments
 //!   (NonZero/NMS kernels that report their counts; If/Loop/Scan control on the host).
 //! - `executor`: per-op lowering to launches, `run` on host tensors; `graph_capture`:
-//!   the launches captured once into a CUDA graph and replayed.
+//!   the launches captured once into a CUDA graph and replayed; `io`: the asynchronous
+//!   phases (upload, enqueue, download, `begin`/`finish` with event timings) and copies
+//!   to and from caller-owned device memory.
+//! - `weights`: constants shared between executors (one device copy per engine).
+//! - `tactics`: which algorithm each launch runs, and the timing cache; `tune`: choosing
+//!   (forced by a plan, from the cache, or timed on the GPU).
 
 pub mod bind;
 pub mod blas;
@@ -31,6 +36,7 @@ pub mod dynamic;
 mod error;
 pub mod executor;
 pub mod graph_capture;
+mod io;
 pub mod kernels;
 pub mod launch;
 pub mod libs;
@@ -40,9 +46,16 @@ pub mod nvrtc;
 pub mod plan;
 pub mod planner;
 pub mod precision;
+pub mod tactics;
+mod tune;
+pub mod weights;
 
 pub use device::Device;
 pub use error::{CudaError, Result};
 pub use executor::{Executor, Options};
-pub use launch::{Buf, Kernels, Launcher};
+pub use io::{PhaseTimes, SlotInfo};
+pub use launch::{Buf, Kernels, Launcher, ModuleImage};
+pub use libs::{LibVersions, lib_versions};
 pub use plan::{ExecutionPlan, MemoryReport};
+pub use tactics::{Tactic, TimingCache, TimingEntry};
+pub use weights::WeightStore;

@@ -188,3 +188,34 @@ fn site_packages() -> Vec<PathBuf> {
     out.retain(|p| p.is_dir());
     out
 }
+
+/// The versions of CUDA's libraries as loaded here (for timing-cache keys and plan files).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LibVersions {
+    /// The driver API version, e.g. 13000.
+    pub driver: i32,
+    /// NVRTC's (major, minor); (0, 0) when NVRTC does not load (a plan's cubins need none).
+    pub nvrtc: (i32, i32),
+    /// `None` when the library does not load.
+    pub cublaslt: Option<usize>,
+    pub cudnn: Option<usize>,
+}
+
+/// The libraries' versions. Only a missing driver is an error; another library that
+/// does not load is reported as absent.
+pub fn lib_versions() -> Result<LibVersions> {
+    ensure(Lib::Driver)?;
+    let mut driver = 0;
+    // SAFETY: the driver is loaded (ensure); cuDriverGetVersion needs no cuInit.
+    unsafe { cudarc::driver::sys::cuDriverGetVersion(&mut driver) }
+        .result()
+        .map_err(|e| CudaError::driver("reading the driver version", e))?;
+    let nvrtc = match ensure(Lib::Nvrtc) {
+        Ok(()) => crate::nvrtc::nvrtc_version().unwrap_or((0, 0)),
+        Err(_) => (0, 0),
+    };
+    // SAFETY: cuBLASLt is loaded (ensure); the call takes no arguments.
+    let cublaslt = ensure(Lib::CublasLt).ok().map(|()| unsafe { cudarc::cublaslt::sys::cublasLtGetVersion() });
+    let cudnn = crate::dnn::Dnn::version().ok();
+    Ok(LibVersions { driver, nvrtc, cublaslt, cudnn })
+}

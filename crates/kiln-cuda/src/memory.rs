@@ -126,12 +126,29 @@ pub struct View {
     pub bytes: usize,
 }
 
-/// The three buffers of an executor.
+/// Where one constant of the plan's weights layout is on the device.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WeightPlace {
+    /// Its offset in the plan's packed layout ([`crate::plan::WeightEntry::offset`]).
+    pub plan_offset: usize,
+    pub bytes: usize,
+    /// Its device address (in a shared pack or its own buffer, see `crate::weights`).
+    pub addr: CUdeviceptr,
+}
+
+/// The buffers of an executor.
 #[derive(Debug)]
 pub struct DeviceMemory {
     pub arena: DeviceBuffer,
-    pub weights: DeviceBuffer,
+    /// The packed weights: every constant when `weight_places` is empty; otherwise the
+    /// small constants only, shared with other executors through a `WeightStore`.
+    pub weights: Arc<DeviceBuffer>,
     pub workspace: DeviceBuffer,
+    /// Where each constant of the plan is, sorted by plan offset (see [`WeightPlace`]);
+    /// empty when the plan's layout is `weights` itself.
+    pub weight_places: Vec<WeightPlace>,
+    /// The large constants' own buffers (shared through a `WeightStore`), kept alive here.
+    pub large_weights: Vec<Arc<DeviceBuffer>>,
 }
 
 impl DeviceMemory {
@@ -139,8 +156,10 @@ impl DeviceMemory {
     pub fn alloc(ctx: &Arc<CudaContext>, arena: usize, weights: usize, workspace: usize) -> Result<DeviceMemory> {
         Ok(DeviceMemory {
             arena: DeviceBuffer::alloc(ctx, arena, "the activation arena")?,
-            weights: DeviceBuffer::alloc(ctx, weights, "the weights")?,
+            weights: Arc::new(DeviceBuffer::alloc(ctx, weights, "the weights")?),
             workspace: DeviceBuffer::alloc(ctx, workspace, "the workspace")?,
+            weight_places: Vec::new(),
+            large_weights: Vec::new(),
         })
     }
 
@@ -152,15 +171,107 @@ impl DeviceMemory {
         }
     }
 
-    /// The device address of `view`, checked to lie inside its buffer.
+    /// The device address of `view`, checked to lie inside its buffer (for the weights,
+    /// inside one constant).
     pub fn ptr(&self, view: View) -> Result<CUdeviceptr> {
+        if view.buffer == BufferKind::Weights && !self.weight_places.is_empty() {
+            return self.weight_ptr(view);
+        }
         let b = self.buffer(view.buffer);
         b.check(view.offset, view.bytes)?;
         Ok(b.ptr + view.offset as u64)
     }
 
-    /// Total bytes held.
+    /// A view of the plan's weights layout translated to where its constant lives.
+    fn weight_ptr(&self, view: View) -> Result<CUdeviceptr> {
+        let i = self.weight_places.partition_point(|p| p.plan_offset <= view.offset);
+        let place = i.checked_sub(1).map(|i| self.weight_places[i]);
+        match place {
+            Some(p) if view.offset + view.bytes <= p.plan_offset + p.bytes => {
+                Ok(p.addr + (view.offset - p.plan_offset) as u64)
+            }
+            // Nothing is read through an empty view.
+            _ if view.bytes == 0 => Ok(self.weights.ptr),
+            _ => Err(CudaError::driver(
+                "the weights",
+                format!("range {}..{} is in no constant", view.offset, view.offset + view.bytes),
+            )),
+        }
+    }
+
+    /// Total bytes held (shared weights counted in full, as if this executor were alone).
     pub fn total_bytes(&self) -> usize {
-        self.arena.bytes + self.weights.bytes + self.workspace.bytes
+        let large: usize = self.large_weights.iter().map(|b| b.bytes).sum();
+        self.arena.bytes + self.weights.bytes + self.workspace.bytes + large
+    }
+}
+
+/// Page-locked host memory (cuMemHostAlloc): the staging buffers of asynchronous copies,
+/// which must not be pageable memory for the copy to be truly asynchronous.
+pub struct PinnedBuffer {
+    ctx: Arc<CudaContext>,
+    ptr: *mut u8,
+    bytes: usize,
+}
+
+// SAFETY: the allocation is owned by this value and tied to no thread (the context is
+// bound before each driver call); it is read through `&self` and written through
+// `&mut self`, like a `Vec<u8>`.
+unsafe impl Send for PinnedBuffer {}
+unsafe impl Sync for PinnedBuffer {}
+
+impl PinnedBuffer {
+    /// Allocates `bytes` bytes of pinned host memory for `what` (named in errors).
+    pub fn alloc(ctx: &Arc<CudaContext>, bytes: usize, what: &str) -> Result<PinnedBuffer> {
+        if bytes == 0 {
+            return Ok(PinnedBuffer { ctx: ctx.clone(), ptr: std::ptr::null_mut(), bytes });
+        }
+        ctx.bind_to_thread().map_err(|e| CudaError::driver("binding the context", e))?;
+        // SAFETY: the context is bound; the memory is freed once, in Drop, and only read
+        // as bytes (any pattern is valid).
+        let ptr = unsafe { result::malloc_host(bytes, 0) }
+            .map_err(|e| CudaError::driver(format!("allocating {bytes} pinned host bytes for {what}"), e))?;
+        Ok(PinnedBuffer { ctx: ctx.clone(), ptr: ptr as *mut u8, bytes })
+    }
+
+    pub fn len(&self) -> usize {
+        self.bytes
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.bytes == 0
+    }
+
+    pub fn as_slice(&self) -> &[u8] {
+        if self.bytes == 0 {
+            return &[];
+        }
+        // SAFETY: `ptr` holds `bytes` bytes owned by self. A copy the GPU may still be
+        // writing is waited for by the executor before it reads.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.bytes) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [u8] {
+        if self.bytes == 0 {
+            return &mut [];
+        }
+        // SAFETY: as above, borrowed mutably.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.bytes) }
+    }
+}
+
+impl Drop for PinnedBuffer {
+    fn drop(&mut self) {
+        if !self.ptr.is_null() && self.ctx.bind_to_thread().is_ok() {
+            // SAFETY: allocated by malloc_host, freed once here.
+            let r = unsafe { result::free_host(self.ptr as *mut std::ffi::c_void) };
+            self.ctx.record_err(r);
+        }
+    }
+}
+
+impl std::fmt::Debug for PinnedBuffer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "PinnedBuffer({} bytes)", self.bytes)
     }
 }

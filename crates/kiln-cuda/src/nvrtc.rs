@@ -108,7 +108,8 @@ fn c_chars_to_string(chars: &[c_char]) -> String {
     String::from_utf8_lossy(&bytes).into_owned()
 }
 
-fn nvrtc_version() -> Result<(i32, i32)> {
+/// NVRTC's version (major, minor); NVRTC must be loaded (`libs::ensure`).
+pub(crate) fn nvrtc_version() -> Result<(i32, i32)> {
     let (mut major, mut minor) = (0, 0);
     // SAFETY: NVRTC is loaded (ensure).
     unsafe { sys::nvrtcVersion(&mut major, &mut minor) }
