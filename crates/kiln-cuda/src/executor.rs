@@ -8,6 +8,13 @@
 //!
 //! `run` copies the inputs into their arena slots, replays the graph (or enqueues the
 //! launches one by one, checking each in debug builds) and copies the outputs back.
+//!
+//! For an engine: `with_store` shares the weights between executors (`crate::weights`);
+//! `Options::images` loads kernel modules from a plan file instead of NVRTC;
+//! `Options::autotune`, `timing_cache` and `tactics` choose the products' and
+//! convolutions' algorithms (`crate::tune`), reported by `tactics()`; the asynchronous
+//! phases and device-memory copies are in `crate::io`. An executor is `Send`: it binds
+//! its context on the calling thread before driver calls.
 
 use std::sync::{Arc, Mutex};
 

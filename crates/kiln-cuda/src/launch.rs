@@ -1,7 +1,8 @@
 //! Typed launchers for Kiln's CUDA C kernels (`kernels/*.cu`).
 //!
 //! - [`Kernels`]: the modules of one GPU, each compiled by NVRTC (through its disk cache)
-//!   and loaded on first use, and the functions looked up in them.
+//!   or taken from a plan's [`ModuleImage`]s (no NVRTC), loaded on first use, and the
+//!   functions looked up in them.
 //! - [`Buf`]: a device buffer as a launcher sees it: an address and a size in bytes. The
 //!   launchers check every buffer against the bytes the kernel will touch, so a shape
 //!   that does not fit its buffer is an error, never an out-of-bounds access.

@@ -1,8 +1,11 @@
-//! Device memory of an executor: three allocations made once at build time and never
+//! Device memory of an executor: allocations made once at build time and never
 //! resized — the activation arena (every intermediate tensor at its planned offset), the
-//! weights (every constant packed, 256-byte aligned, uploaded once) and one workspace
-//! shared by the launches that need scratch memory (cuBLASLt). Tensors are views
-//! (buffer, offset, bytes) into them.
+//! weights (constants uploaded once, shared with other executors through a
+//! `WeightStore`: small ones packed 256-byte aligned, large ones in buffers of their
+//! own; `WeightPlace`s map the plan's packed layout onto them) and one workspace
+//! shared by the launches that need scratch memory (cuBLASLt, cuDNN, temporaries).
+//! Tensors are views (buffer, offset, bytes) into them. Pinned host buffers stage the
+//! asynchronous copies of inputs and outputs.
 //!
 //! Allocation checks the free memory first, so running out is `CudaError::OutOfMemory`
 //! naming what was being allocated and how many bytes, never a bare driver code.

@@ -92,10 +92,10 @@ impl WeightStore {
             + inner.packs.values().map(|p| p.buffer.bytes()).sum::<usize>()
     }
 
-    /// How many device allocations the store holds.
+    /// How many device allocations the store holds (an empty pack allocates nothing).
     pub fn buffers(&self) -> usize {
         let inner = self.lock();
-        inner.large.len() + inner.packs.len()
+        inner.large.len() + inner.packs.values().filter(|p| p.buffer.bytes() > 0).count()
     }
 
     /// The device places of `plan`'s constants (nodes of `graph`), uploading on `stream`

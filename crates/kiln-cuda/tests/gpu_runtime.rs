@@ -412,6 +412,9 @@ fn the_test_network_plans_on_the_host() {
     // The Reshape's shape is a build-time fact, not a weight: a re-bound graph has the
     // same constants, hence the same small pack.
     assert!(!sizes.iter().any(|(n, _)| n == "shape"));
+    let names = |ids: &[usize]| ids.iter().map(|&i| plan.slot(i).name.clone()).collect::<Vec<_>>();
+    assert_eq!(names(&plan.inputs), ["x"]);
+    assert_eq!(names(&plan.outputs), ["logits", "features"]);
     let lowered = lower(&plan, &Options::default()).unwrap();
     let kinds: Vec<(String, &str)> = lowered
         .iter()
@@ -429,4 +432,7 @@ fn the_test_network_plans_on_the_host() {
     let tuned: Vec<&str> = kinds.iter().filter(|(_, k)| *k != "kernel").map(|(n, _)| n.as_str()).collect();
     assert_eq!(tuned, ["conv", "fc"]);
     assert!(kinds.iter().any(|(n, _)| n == "relu"));
+    // The reference runs it, and not to zeros (random non-zero data through the ReLU).
+    let y = kiln_cpu::run(&g, &inputs(2, 1)).unwrap();
+    assert!(y[0].to_f64_vec().unwrap().iter().any(|v| v.abs() > 1e-3));
 }
