@@ -97,7 +97,8 @@ fn child_loads_and_runs_a_plan() {
 fn a_timing_cache_makes_builds_byte_identical() {
     let cache = temp("timing.cache");
     let _ = std::fs::remove_file(&cache);
-    let build = || Builder::new(config(PrecisionFlags::default(), Some(cache.clone()))).build_onnx(&digits_model()).unwrap();
+    let build =
+        || Builder::new(config(PrecisionFlags::default(), Some(cache.clone()))).build_onnx(&digits_model()).unwrap();
     let first = build();
     assert!(cache.exists(), "the timing cache was not written");
     let (second, third) = (build(), build());

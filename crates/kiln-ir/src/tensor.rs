@@ -184,24 +184,6 @@ impl PartialEq for Tensor {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn roundtrip_and_unaligned_view() {
-        let t = Tensor::from_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
-        assert!(matches!(t.as_slice::<f32>().unwrap(), Cow::Borrowed(_)));
-        let mut raw = vec![0u8];
-        raw.extend_from_slice(t.bytes());
-        let unaligned = Bytes::from(raw).slice(1..);
-        let u = Tensor::from_bytes(DType::F32, vec![4], unaligned).unwrap();
-        assert_eq!(u.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
-        assert!(t.as_slice::<i32>().is_err());
-        assert!(Tensor::from_bytes(DType::F32, vec![3], Bytes::from(vec![0u8; 8])).is_err());
-    }
-}
-
 /// A tensor serialises as its dtype, shape and raw bytes; reading one back checks that
 /// the bytes fit the shape (a corrupt file is an error, not a bad tensor).
 impl serde::Serialize for Tensor {
@@ -262,5 +244,23 @@ impl<'de> serde::Deserialize<'de> for Tensor {
             )));
         }
         Ok(Tensor { dtype, shape, data: Bytes::from(data) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn roundtrip_and_unaligned_view() {
+        let t = Tensor::from_vec(vec![2, 2], vec![1.0f32, 2.0, 3.0, 4.0]).unwrap();
+        assert!(matches!(t.as_slice::<f32>().unwrap(), Cow::Borrowed(_)));
+        let mut raw = vec![0u8];
+        raw.extend_from_slice(t.bytes());
+        let unaligned = Bytes::from(raw).slice(1..);
+        let u = Tensor::from_bytes(DType::F32, vec![4], unaligned).unwrap();
+        assert_eq!(u.to_vec::<f32>().unwrap(), vec![1.0, 2.0, 3.0, 4.0]);
+        assert!(t.as_slice::<i32>().is_err());
+        assert!(Tensor::from_bytes(DType::F32, vec![3], Bytes::from(vec![0u8; 8])).is_err());
     }
 }
