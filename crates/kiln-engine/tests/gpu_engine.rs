@@ -11,8 +11,11 @@ use kiln_engine::format::{self, Container};
 use kiln_engine::{Builder, BuilderConfig, EngineError, LoadOptions, PrecisionFlags, ProfileShapes, Runtime};
 use kiln_ir::Tensor;
 
+/// The bundled model: beside the sources, or (on the device, where the binary runs in
+/// a copy of the repository) under the working directory.
 fn digits_model() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/digits/digits.onnx")
+    let built_here = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../models/digits/digits.onnx");
+    if built_here.exists() { built_here } else { PathBuf::from("models/digits/digits.onnx") }
 }
 
 fn config(precision: PrecisionFlags, cache: Option<PathBuf>) -> BuilderConfig {
