@@ -67,13 +67,14 @@ impl Drop for Blas {
 pub enum BlasType {
     F32,
     F16,
+    BF16,
 }
 
 impl BlasType {
     pub fn size(self) -> usize {
         match self {
             BlasType::F32 => 4,
-            BlasType::F16 => 2,
+            BlasType::F16 | BlasType::BF16 => 2,
         }
     }
 
@@ -81,6 +82,7 @@ impl BlasType {
         match self {
             BlasType::F32 => sys::cudaDataType::CUDA_R_32F,
             BlasType::F16 => sys::cudaDataType::CUDA_R_16F,
+            BlasType::BF16 => sys::cudaDataType::CUDA_R_16BF,
         }
     }
 }

@@ -535,7 +535,8 @@ fn blas_type(dtype: DType) -> std::result::Result<BlasType, String> {
     match dtype {
         DType::F32 => Ok(BlasType::F32),
         DType::F16 => Ok(BlasType::F16),
-        d => Err(format!("dtype {d} (f32 and f16 only)")),
+        DType::BF16 => Ok(BlasType::BF16),
+        d => Err(format!("dtype {d} (f32, f16 and bf16 only)")),
     }
 }
 
@@ -1280,11 +1281,24 @@ fn kernel_source(k: &Kernel) -> Option<Option<crate::kernels::Source>> {
         Kernel::Trilu { .. } | Kernel::ReverseSequence { .. } | Kernel::Cumulate { .. } | Kernel::Hardmax { .. } => {
             MISC
         }
+        Kernel::Nn(nn) => match **nn {
+            crate::lower::convpool::NnKernel::Pool { .. } | crate::lower::convpool::NnKernel::GlobalPool { .. } => {
+                crate::kernels::POOL
+            }
+            _ => crate::kernels::CONVPOOL,
+        },
+        Kernel::Call(c) => return named_source(c.module),
+        Kernel::Family(f) => return named_source(f.src),
         // Libraries' launches: no module of Kiln's.
         Kernel::Matmul { .. } | Kernel::Conv { .. } => return Some(None),
         #[allow(unreachable_patterns)]
         _ => return None,
     }))
+}
+
+/// The module named `name` (`None`: unknown, so every module is loaded).
+fn named_source(name: &str) -> Option<Option<crate::kernels::Source>> {
+    crate::kernels::ALL.iter().find(|s| s.name == name).map(|s| Some(*s))
 }
 
 /// Enqueues one (non-cuBLASLt) kernel through the launchers.

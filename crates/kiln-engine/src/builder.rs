@@ -320,9 +320,9 @@ impl CudaBuild {
             cublaslt: v.cublaslt,
             cudnn: v.cudnn,
         };
+        // A missing file is an empty cache (written after the build).
         let cache = match &c.timing_cache {
-            Some(path) if path.exists() => Some(Arc::new(Mutex::new(TimingCache::load(path)?))),
-            Some(_) => Some(Arc::new(Mutex::new(TimingCache::default()))),
+            Some(path) => Some(Arc::new(Mutex::new(TimingCache::load(path)?))),
             None => None,
         };
         let options = kiln_cuda::Options {
