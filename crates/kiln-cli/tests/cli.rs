@@ -1,25 +1,12 @@
 //! The `kiln` binary on bad input: clear errors naming the thing, non-zero exit, no panic.
 
+mod support;
+use support::{kiln, temp_dir};
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use kiln_onnx::proto::*;
 use prost::Message;
-
-fn kiln(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("run kiln");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-cli-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 /// y = relu(x) with x: f32[batch, 3].
 fn relu_model(dir: &Path) -> PathBuf {

@@ -1,23 +1,10 @@
 //! `kiln build`, `kiln run PLAN`, `kiln inspect PLAN` and `kiln bench` on the CPU backend
 //! (the CUDA path is the same code with a GPU; scripts/gpu-check runs it there).
 
+mod support;
+use support::{kiln, temp_dir};
+
 use std::path::PathBuf;
-use std::process::Command;
-
-fn kiln(args: &[&str]) -> (bool, String, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_kiln")).args(args).output().expect("run kiln");
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-        String::from_utf8_lossy(&out.stderr).into_owned(),
-    )
-}
-
-fn temp_dir(name: &str) -> PathBuf {
-    let d = std::env::temp_dir().join(format!("kiln-plans-{name}-{}", std::process::id()));
-    std::fs::create_dir_all(&d).unwrap();
-    d
-}
 
 fn repo(path: &str) -> String {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").join(path).display().to_string()

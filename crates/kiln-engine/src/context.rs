@@ -129,7 +129,7 @@ impl ExecutionContext {
             return Err(EngineError::Binding(format!("the plan takes {} inputs, got {}", descs.len(), inputs.len())));
         }
         for (d, t) in descs.iter().zip(inputs) {
-            if t.dtype().to_string() != d.dtype {
+            if t.dtype().name() != d.dtype {
                 return Err(EngineError::Binding(format!("input '{}' must be {}, got {}", d.name, d.dtype, t.dtype())));
             }
         }

@@ -171,6 +171,17 @@ fn dword(b: &[u8], at: usize) -> [u8; 8] {
     w
 }
 
+/// The file with section `tag` replaced by `bytes` (the others as they were), sealed
+/// again: how tests make plans that claim another GPU or Kiln version.
+pub fn replace_section(c: &Container, tag: &str, bytes: Vec<u8>) -> Result<Vec<u8>> {
+    let mut sections = Vec::with_capacity(c.sections.len());
+    for (t, _) in &c.sections {
+        let body = if t == tag { bytes.clone() } else { c.section(t)?.to_vec() };
+        sections.push(Section { tag: t.clone(), bytes: body });
+    }
+    Ok(write(&sections))
+}
+
 /// Recomputes the checksum of a file in place (tests: corrupt, then fix the checksum).
 pub fn reseal(file: &mut [u8]) {
     if file.len() >= HEADER_BYTES {

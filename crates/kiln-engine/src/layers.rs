@@ -1,6 +1,7 @@
 //! The layer table of a plan (`kiln inspect`): one row per node that runs, with the
 //! tactics it became, its precision, its operands' shapes, formats and places.
 
+use kiln_cuda::executor::buffer_name;
 use kiln_cuda::memory::BufferKind;
 use kiln_cuda::plan::{ExecutionPlan, Slot};
 use kiln_ir::ops::FusedOp;
@@ -104,13 +105,5 @@ fn format_of(rank: usize, nhwc: bool) -> String {
         (5, true) => "NDHWC".into(),
         (5, false) => "NCDHW".into(),
         _ => "linear".into(),
-    }
-}
-
-fn buffer_name(b: BufferKind) -> &'static str {
-    match b {
-        BufferKind::Arena => "arena",
-        BufferKind::Weights => "weights",
-        BufferKind::Workspace => "workspace",
     }
 }

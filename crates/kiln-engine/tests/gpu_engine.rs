@@ -189,7 +189,7 @@ fn a_plan_for_another_gpu_is_refused_or_jit_compiled() {
     let mut meta: serde_json::Value = serde_json::from_slice(&c.section("META").unwrap()).unwrap();
     meta["gpu"]["compute_capability"] = serde_json::json!([8, 0]);
     meta["gpu"]["name"] = "NVIDIA A100-SXM4-80GB".into();
-    let other = rewrite(&c, "META", serde_json::to_vec(&meta).unwrap());
+    let other = format::replace_section(&c, "META", serde_json::to_vec(&meta).unwrap()).unwrap();
     let err = Runtime::default().load_bytes(Bytes::from(other.clone()), "a100.kiln").err().unwrap();
     assert!(matches!(err, EngineError::Mismatch(_)), "{err}");
     let msg = err.to_string();
@@ -201,16 +201,4 @@ fn a_plan_for_another_gpu_is_refused_or_jit_compiled() {
     let err = rel_l2(&engine.create_context().unwrap().run(std::slice::from_ref(&x)).unwrap()[0], &reference(&x));
     assert!(err < 1e-4, "with PTX fallback: rel L2 {err}");
     eprintln!("refused: {msg}\nwith fallback: {:?}", engine.warnings());
-}
-
-fn rewrite(c: &Container, tag: &str, bytes: Vec<u8>) -> Vec<u8> {
-    let sections: Vec<format::Section> = c
-        .section_sizes()
-        .into_iter()
-        .map(|(t, _)| {
-            let body = if t == tag { bytes.clone() } else { c.section(&t).unwrap().to_vec() };
-            format::Section { tag: t, bytes: body }
-        })
-        .collect();
-    format::write(&sections)
 }

@@ -123,7 +123,7 @@ fn not_a_plan_and_wrong_versions() {
     let c = Container::parse(Bytes::from(built.bytes.clone()), "t").unwrap();
     let mut meta: serde_json::Value = serde_json::from_slice(&c.section("META").unwrap()).unwrap();
     meta["kiln_version"] = "0.0.1 (someone else)".into();
-    let file = rewrite_section(&c, "META", serde_json::to_vec(&meta).unwrap());
+    let file = format::replace_section(&c, "META", serde_json::to_vec(&meta).unwrap()).unwrap();
     let e = rt.load_bytes(Bytes::from(file), "old.kiln").err().unwrap().to_string();
     assert!(e.contains("built by Kiln 0.0.1"), "{e}");
 }
@@ -172,18 +172,6 @@ fn damaged_plans_are_errors() {
         }
     }
     eprintln!("{loaded_after_reseal} resealed mutations still loaded, {runs} ran");
-}
-
-fn rewrite_section(c: &Container, tag: &str, bytes: Vec<u8>) -> Vec<u8> {
-    let sections: Vec<format::Section> = c
-        .section_sizes()
-        .into_iter()
-        .map(|(t, _)| {
-            let body = if t == tag { bytes.clone() } else { c.section(&t).unwrap().to_vec() };
-            format::Section { tag: t, bytes: body }
-        })
-        .collect();
-    format::write(&sections)
 }
 
 fn tempdir() -> PathBuf {
